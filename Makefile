@@ -1,0 +1,41 @@
+# Two commands: `make demo` and `make test`. Each sets up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export KERAS_BACKEND := tensorflow
+
+.PHONY: demo test install install-test lint preview clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+install: $(STAMP)
+
+install-test: $(TEST_STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mtl-keras train --recipe demo
+
+test: $(TEST_STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check mtl_keras recipes tests benchmarks
+	$(VENV)/bin/ruff format --check mtl_keras recipes tests benchmarks
+
+preview: $(STAMP)
+	$(VENV)/bin/mtl-keras preview --out runs/preview.png
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

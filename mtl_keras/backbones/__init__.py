@@ -1,0 +1,57 @@
+"""Backbones: functional builders returning ``{"P2": ..., "P5": ...}`` feature pyramids.
+
+``get(name, **kwargs)`` builds a registered backbone; ``BACKBONES`` maps names to builders taking
+keyword arguments only (``output_stride``, ``width``, ``input_shape``, ``sync_batchnorm``, ``name``
+for ResNets).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import keras
+
+from mtl_keras.backbones.resnet import build_resnet, pyramid_channels, pyramid_strides
+from mtl_keras.backbones.weights import (
+    convert_torchvision_resnet,
+    load_backbone_weights,
+    save_backbone_weights,
+    torchvision_resnet_to_keras,
+)
+
+BACKBONES: dict[str, Callable[..., keras.Model]] = {
+    f"resnet{depth}": functools.partial(build_resnet, depth) for depth in (10, 18, 34, 50, 101)
+}
+
+
+def available() -> list[str]:
+    """Names of the registered backbones."""
+    return list(BACKBONES)
+
+
+def get(name: str, **kwargs) -> keras.Model:
+    """Build backbone ``name`` with the builder's keyword arguments.
+
+    Example:
+        >>> model = get("resnet18", width=8, output_stride=16)
+        >>> sorted(model.output)
+        ['P2', 'P3', 'P4', 'P5']
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(available())}")
+    return BACKBONES[name](**kwargs)
+
+
+__all__ = [
+    "BACKBONES",
+    "available",
+    "build_resnet",
+    "convert_torchvision_resnet",
+    "get",
+    "load_backbone_weights",
+    "pyramid_channels",
+    "pyramid_strides",
+    "save_backbone_weights",
+    "torchvision_resnet_to_keras",
+]

@@ -1,0 +1,204 @@
+"""Dilated ResNet backbones returning a feature pyramid.
+
+ResNet (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016) with the stride on
+the 3x3 convolution of the bottleneck (torchvision's "v1.5"). The output stride is reduced to 16
+or 8 by replacing the stride of the last stages with dilation, as in DeepLab (Chen et al.,
+"Rethinking Atrous Convolution for Semantic Image Segmentation", arXiv 2017), with torchvision's
+``replace_stride_with_dilation`` semantics: the first block of a dilated stage keeps the previous
+dilation, the following blocks use the new one. Dilation changes no parameter count.
+
+Every strided or dilated convolution pads explicitly and symmetrically like PyTorch
+(``ZeroPadding2D`` then ``"valid"``), so weights converted from torchvision give the same outputs.
+The builder returns a plain functional ``keras.Model`` whose output is a dict keyed like
+keras-hub's ``pyramid_outputs``: ``"P2"`` (stage 1, stride 4) to ``"P5"`` (stage 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+#: blocks per stage and block type for each supported depth
+RESNET_SPECS: dict[int, tuple[tuple[int, int, int, int], str]] = {
+    10: ((1, 1, 1, 1), "basic"),  # the smallest member of the family, for tests and demos
+    18: ((2, 2, 2, 2), "basic"),
+    34: ((3, 4, 6, 3), "basic"),
+    50: ((3, 4, 6, 3), "bottleneck"),
+    101: ((3, 4, 23, 3), "bottleneck"),
+}
+#: stride of each stage (1..4) and dilation of its blocks, per output stride
+_STAGE_LAYOUT: dict[int, tuple[tuple[int, int], ...]] = {
+    32: ((1, 1), (2, 1), (2, 1), (2, 1)),
+    16: ((1, 1), (2, 1), (2, 1), (1, 2)),
+    8: ((1, 1), (2, 1), (1, 2), (1, 4)),
+}
+_EXPANSION = {"basic": 1, "bottleneck": 4}
+_BN_EPSILON = 1e-5
+_BN_MOMENTUM = 0.9  # Keras convention; PyTorch's momentum 0.1
+
+
+def _check(depth: int, output_stride: int) -> None:
+    if depth not in RESNET_SPECS:
+        raise ValueError(
+            f"unsupported ResNet depth {depth!r}; valid depths: {sorted(RESNET_SPECS)}"
+        )
+    if output_stride not in _STAGE_LAYOUT:
+        raise ValueError(
+            f"unsupported output_stride {output_stride!r}; valid values: "
+            f"{sorted(_STAGE_LAYOUT)} (32 = no dilation, 16 and 8 dilate the last stages)"
+        )
+
+
+def pyramid_channels(depth: int, width: int = 64) -> dict[str, int]:
+    """Channels of each pyramid level of :func:`build_resnet`.
+
+    Example:
+        >>> pyramid_channels(50)
+        {'P2': 256, 'P3': 512, 'P4': 1024, 'P5': 2048}
+    """
+    _check(depth, 32)
+    expansion = _EXPANSION[RESNET_SPECS[depth][1]]
+    return {f"P{i + 2}": width * 2**i * expansion for i in range(4)}
+
+
+def pyramid_strides(output_stride: int = 32) -> dict[str, int]:
+    """Stride (input pixels per feature pixel) of each pyramid level for an output stride.
+
+    Example:
+        >>> pyramid_strides(8)
+        {'P2': 4, 'P3': 8, 'P4': 8, 'P5': 8}
+    """
+    _check(18, output_stride)
+    strides, stride = {}, 2 * 2  # stem convolution and max-pool
+    for i, (stage_stride, _) in enumerate(_STAGE_LAYOUT[output_stride]):
+        stride *= stage_stride
+        strides[f"P{i + 2}"] = stride
+    return strides
+
+
+class _Layers:
+    """Factory of the named layers of one network (keeps the builder free of repeated options)."""
+
+    def __init__(self, sync_batchnorm: bool):
+        self.sync_batchnorm = sync_batchnorm
+
+    def conv(self, x, filters: int, size: int, name: str, stride: int = 1, dilation: int = 1):
+        """Bias-free convolution with PyTorch's symmetric padding ``dilation * (size - 1) // 2``."""
+        pad = dilation * (size - 1) // 2
+        if pad:
+            x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        return keras.layers.Conv2D(
+            filters,
+            size,
+            strides=stride,
+            dilation_rate=dilation,
+            use_bias=False,
+            # He et al. (ICCV 2015) "fan_out" initialisation, as torchvision
+            kernel_initializer=keras.initializers.VarianceScaling(
+                2.0, "fan_out", "untruncated_normal"
+            ),
+            name=name,
+        )(x)
+
+    def bn(self, x, name: str):
+        return keras.layers.BatchNormalization(
+            epsilon=_BN_EPSILON,
+            momentum=_BN_MOMENTUM,
+            synchronized=self.sync_batchnorm,
+            name=name,
+        )(x)
+
+    def conv_bn(self, x, filters, size, name, stride=1, dilation=1, conv="conv", bn="bn"):
+        x = self.conv(x, filters, size, f"{name}_{conv}", stride, dilation)
+        return self.bn(x, f"{name}_{bn}")
+
+
+def _block(layers: _Layers, x, kind: str, planes: int, stride: int, dilation: int, name: str):
+    """A basic (two 3x3) or bottleneck (1x1, 3x3, 1x1) residual block."""
+    out_channels = planes * _EXPANSION[kind]
+    shortcut = x
+    if stride != 1 or x.shape[-1] != out_channels:
+        shortcut = layers.conv_bn(
+            x, out_channels, 1, name, stride, conv="shortcut_conv", bn="shortcut_bn"
+        )
+    if kind == "basic":
+        x = layers.conv_bn(x, planes, 3, name, stride, dilation, conv="conv1", bn="bn1")
+        x = keras.layers.ReLU(name=f"{name}_relu1")(x)
+        x = layers.conv_bn(x, planes, 3, name, 1, dilation, conv="conv2", bn="bn2")
+    else:
+        x = layers.conv_bn(x, planes, 1, name, conv="conv1", bn="bn1")
+        x = keras.layers.ReLU(name=f"{name}_relu1")(x)
+        x = layers.conv_bn(x, planes, 3, name, stride, dilation, conv="conv2", bn="bn2")
+        x = keras.layers.ReLU(name=f"{name}_relu2")(x)
+        x = layers.conv_bn(x, out_channels, 1, name, conv="conv3", bn="bn3")
+    x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
+    return keras.layers.ReLU(name=f"{name}_out")(x)
+
+
+def build_resnet(
+    depth: int = 18,
+    *,
+    output_stride: int = 32,
+    width: int = 64,
+    input_shape: Sequence[int | None] = (None, None, 3),
+    sync_batchnorm: bool = True,
+    name: str | None = None,
+) -> keras.Model:
+    """Build a (dilated) ResNet returning ``{"P2", "P3", "P4", "P5"}`` feature maps.
+
+    Layers are named ``stem_conv``, ``stem_bn``, ``stage{s}_block{b}_conv{k}``,
+    ``stage{s}_block{b}_bn{k}``, ``stage{s}_block{b}_shortcut_{conv,bn}`` with ``s`` in 1..4
+    (torchvision's ``layer{s}``) and ``b`` counted from 1.
+
+    Args:
+        depth: 18 or 34 (basic blocks) or 50 or 101 (bottleneck blocks, expansion 4).
+        output_stride: 32 (plain ResNet), 16 (stage 4 dilated by 2) or 8 (stages 3 and 4
+            dilated by 2 and 4); see :func:`pyramid_strides`.
+        width: base channel count; 64 is the ImageNet ResNet, smaller values make tiny models.
+        input_shape: ``(H, W, 3)`` of the already normalised float32 images; None = any size.
+        sync_batchnorm: batch statistics over all replicas under ``tf.distribute``
+            (``BatchNormalization(synchronized=True)``; no effect on one device).
+        name: model name, default ``f"resnet{depth}"``.
+
+    Returns:
+        A functional ``keras.Model`` mapping images to a dict of 4 feature maps whose channels
+        are :func:`pyramid_channels` and strides :func:`pyramid_strides`.
+
+    Example:
+        >>> model = build_resnet(18, output_stride=8, width=8, input_shape=(64, 64, 3))
+        >>> {k: tuple(v.shape) for k, v in model.output.items()}["P5"]
+        (None, 8, 8, 64)
+    """
+    _check(depth, output_stride)
+    if width < 1:
+        raise ValueError(f"width must be a positive channel count, got {width!r}; 64 = ImageNet")
+    blocks, kind = RESNET_SPECS[depth]
+    layers = _Layers(sync_batchnorm)
+
+    # === Stem: 7x7/2 convolution, BN, ReLU, 3x3/2 max-pool ===
+    images = keras.Input(tuple(input_shape), name="images")
+    x = layers.conv_bn(images, width, 7, "stem", stride=2)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    # zero padding equals PyTorch's -inf padding here because the inputs are >= 0 after ReLU
+    x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+
+    # === Stages ===
+    pyramid, dilation = {}, 1
+    for s, (n_blocks, (stride, stage_dilation)) in enumerate(
+        zip(blocks, _STAGE_LAYOUT[output_stride], strict=True), start=1
+    ):
+        for b in range(1, n_blocks + 1):
+            x = _block(
+                layers,
+                x,
+                kind,
+                planes=width * 2 ** (s - 1),
+                stride=stride if b == 1 else 1,
+                dilation=dilation if b == 1 else stage_dilation,
+                name=f"stage{s}_block{b}",
+            )
+        dilation = stage_dilation
+        pyramid[f"P{s + 1}"] = x
+    return keras.Model(images, pyramid, name=name or f"resnet{depth}")

@@ -1,0 +1,106 @@
+"""Task balancing: ``get(name, **kwargs)`` and ``available()``.
+
+Loss-level balancers map the task losses to one objective; gradient-level balancers map per-task
+gradients of the shared part (variables or representation) to one update, and can be used on their
+own through ``get(name).aggregate(jacobian)``.
+"""
+
+from __future__ import annotations
+
+from mtl_keras.balancing._linalg import gramian_statistics
+from mtl_keras.balancing.aligned_mtl import AlignedMTL
+from mtl_keras.balancing.base import Balancer, GradientBalancer, LossBalancer
+from mtl_keras.balancing.cagrad import CAGrad
+from mtl_keras.balancing.config import ConFIG
+from mtl_keras.balancing.db_mtl import DBMTL
+from mtl_keras.balancing.dtp import DynamicTaskPrioritization
+from mtl_keras.balancing.dualproj import DualProj
+from mtl_keras.balancing.dwa import DynamicWeightAverage
+from mtl_keras.balancing.famo import FAMO
+from mtl_keras.balancing.fixed import FixedWeights
+from mtl_keras.balancing.gls import GeometricLossStrategy
+from mtl_keras.balancing.graddrop import GradDrop
+from mtl_keras.balancing.gradnorm import GradNorm
+from mtl_keras.balancing.gradvac import GradVac
+from mtl_keras.balancing.imtl_g import IMTLG
+from mtl_keras.balancing.imtl_l import IMTLL
+from mtl_keras.balancing.mgda import MGDA, min_norm_weights
+from mtl_keras.balancing.nash_mtl import NashMTL
+from mtl_keras.balancing.pcgrad import PCGrad
+from mtl_keras.balancing.rlw import RandomLossWeighting
+from mtl_keras.balancing.uncertainty import UncertaintyWeighting
+from mtl_keras.balancing.upgrad import UPGrad
+
+_REGISTRY: dict[str, type[Balancer]] = {
+    # loss level
+    "fixed": FixedWeights,
+    "uncertainty": UncertaintyWeighting,
+    "dwa": DynamicWeightAverage,
+    "dtp": DynamicTaskPrioritization,
+    "rlw": RandomLossWeighting,
+    "gls": GeometricLossStrategy,
+    "imtl_l": IMTLL,
+    "famo": FAMO,
+    # gradient level
+    "gradnorm": GradNorm,
+    "mgda": MGDA,
+    "pcgrad": PCGrad,
+    "graddrop": GradDrop,
+    "gradvac": GradVac,
+    "cagrad": CAGrad,
+    "imtl_g": IMTLG,
+    "nash_mtl": NashMTL,
+    "aligned_mtl": AlignedMTL,
+    "upgrad": UPGrad,
+    "dualproj": DualProj,
+    "config": ConFIG,
+    "db_mtl": DBMTL,
+}
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`get`."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str | Balancer, **kwargs) -> Balancer:
+    """Instantiate a balancer by snake_case name (an instance is returned as is)."""
+    if isinstance(name, Balancer):
+        if kwargs:
+            raise ValueError("keyword arguments are only accepted with a balancer name")
+        return name
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown balancer {name!r}; valid balancers: {', '.join(available())}")
+    return _REGISTRY[name](**kwargs)
+
+
+__all__ = [
+    "DBMTL",
+    "FAMO",
+    "IMTLG",
+    "IMTLL",
+    "MGDA",
+    "AlignedMTL",
+    "Balancer",
+    "CAGrad",
+    "ConFIG",
+    "DualProj",
+    "DynamicTaskPrioritization",
+    "DynamicWeightAverage",
+    "FixedWeights",
+    "GeometricLossStrategy",
+    "GradDrop",
+    "GradNorm",
+    "GradVac",
+    "GradientBalancer",
+    "LossBalancer",
+    "NashMTL",
+    "PCGrad",
+    "RandomLossWeighting",
+    "UPGrad",
+    "UncertaintyWeighting",
+    "available",
+    "get",
+    "gramian_statistics",
+    "min_norm_weights",
+]

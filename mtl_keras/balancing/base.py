@@ -1,0 +1,197 @@
+"""The two balancing interfaces.
+
+A *loss-level* balancer turns the vector of task losses into one scalar objective (one backward
+pass). A *gradient-level* balancer receives the per-task gradients of the shared part of the
+network, either of the shared variables (``"shared"``) or of the shared representation
+(``"representation"``, the "-UB" trick of Sener & Koltun, NeurIPS 2018), and returns one update.
+
+Balancers get everything they need as arguments and keep their state in their own Keras
+variables: they are ``keras.layers.Layer`` objects so a model that owns one saves, restores and
+mirrors that state with its own weights. They never read trainer attributes.
+
+Most gradient methods are *weights from the Gramian*: the update is ``w^T J`` where ``w`` is a
+function of ``G = J J^T`` (and possibly the losses). Those implement
+:meth:`GradientBalancer.weights_from_gramian`; the trainer then never materialises the (T, P)
+Jacobian. Methods that must see the vectors themselves override :meth:`GradientBalancer.aggregate`.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class Balancer(keras.layers.Layer):
+    """Common base: knows its task names once :meth:`setup` has run."""
+
+    #: "loss" or "gradient"
+    level: str = ""
+
+    def __init__(self, name: str | None = None, **kwargs):
+        super().__init__(name=name, trainable=kwargs.pop("trainable", True), **kwargs)
+        self.task_names: tuple[str, ...] = ()
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    def setup(self, task_names) -> None:
+        """Create the state for these tasks; call once, inside the distribution scope."""
+        self.task_names = tuple(task_names)
+        self.build_state(len(self.task_names))
+        self.built = True
+
+    def build_state(self, num_tasks: int) -> None:  # noqa: B027 - optional hook
+        """Create Keras variables holding the method's state (none by default)."""
+
+    def add_state(self, name: str, shape, initializer="zeros", dtype: str = "float32"):
+        """A non-trainable state variable that every replica updates with the same value.
+
+        State is computed from all-reduced inputs, so the first replica's value is the value of
+        all of them (``aggregation="only_first_replica"`` lets replicas assign it in a
+        ``tf.distribute`` replica context).
+        """
+        return self.add_weight(
+            name=name,
+            shape=shape,
+            initializer=initializer,
+            dtype=dtype,
+            trainable=False,
+            autocast=False,
+            aggregation="only_first_replica",
+        )
+
+    # ------------------------------------------------------------------ trainer hooks
+    #: True when the trainer must re-evaluate the task losses on the same batch after the
+    #: optimizer step and call :meth:`after_step` (FAMO).
+    needs_losses_after_step: bool = False
+
+    def on_epoch_end(self) -> None:  # noqa: B027 - optional hook
+        """Called by the trainer at the end of every training epoch (e.g. DWA's epoch form)."""
+
+    def after_step(self, losses_before, losses_after, step) -> None:  # noqa: B027
+        """Called after the optimizer step when :attr:`needs_losses_after_step` is True.
+
+        Args:
+            losses_before: (T,) the all-reduced losses the step was computed from.
+            losses_after: (T,) the all-reduced losses of the same batch after the update.
+            step: the optimizer's iteration counter.
+        """
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+
+class LossBalancer(Balancer):
+    """Maps task losses to a scalar objective."""
+
+    level = "loss"
+
+    def combine(self, losses: tf.Tensor, global_losses: tf.Tensor, step: tf.Tensor):
+        """Return ``(objective, weights)``.
+
+        Args:
+            losses: (T,) differentiable task losses of this replica's batch.
+            global_losses: (T,) the same losses averaged over all replicas, without gradient; any
+                weight that depends on loss values must be computed from these so that every
+                replica uses the same weights.
+            step: the optimizer's iteration counter.
+
+        Returns:
+            ``objective``: scalar to differentiate (the trainer divides it by the replica count);
+            ``weights``: (T,) the effective task weights, for logging.
+        """
+        raise NotImplementedError
+
+
+class GradientBalancer(Balancer):
+    """Maps per-task gradients of the shared part to one update."""
+
+    level = "gradient"
+    #: gradient sources this method accepts, in order of preference.
+    sources: tuple[str, ...] = ("shared", "representation")
+
+    # Note: not called ``weights``: that name is keras.layers.Layer's list of variables.
+    def weights_from_gramian(
+        self, gramian: tf.Tensor, losses: tf.Tensor, step: tf.Tensor
+    ) -> tf.Tensor:
+        """(T,) weights ``w`` such that the update is ``sum_i w_i g_i``, from ``G = J J^T``.
+
+        Return ``None``-raising NotImplementedError for methods that need the Jacobian itself.
+        """
+        raise NotImplementedError
+
+    @property
+    def gramian_based(self) -> bool:
+        return type(self).weights_from_gramian is not GradientBalancer.weights_from_gramian
+
+    def build_parameter_state(self, sizes) -> None:  # noqa: B027 - optional hook
+        """Create state that depends on the flat Jacobian's columns (e.g. DB-MTL's buffer).
+
+        Args:
+            sizes: number of elements of each shared variable, in the order in which their
+                flattened gradients are concatenated into the (T, P) Jacobian. Called once, in
+                the distribution scope, when the gradient source is ``"shared"``.
+        """
+
+    def head_weights(self, losses: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        """(T,) weights of the task-specific gradients for methods using :meth:`aggregate`.
+
+        Also what the trainer logs as task weights. Ones unless the method says otherwise.
+        """
+        return tf.ones_like(tf.cast(losses, tf.float32))
+
+    #: True for methods that transform per-sample representation gradients themselves
+    #: (GradDrop); they implement :meth:`representation_gradients`.
+    transforms_representation: bool = False
+
+    def representation_gradients(self, task_grads, representations, losses, step, replica_sum=None):
+        """Map per-task gradients of the shared representation to the gradient to back-propagate.
+
+        Args:
+            task_grads: list over representation tensors of (T, *rep.shape) per-task gradients.
+            representations: the representation tensors (this replica's batch).
+            losses: (T,) all-reduced task losses.
+            step: the optimizer's iteration counter.
+            replica_sum: callable summing a tensor over replicas (identity when not distributed).
+
+        Returns:
+            list of tensors shaped like ``representations``.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not transform representation gradients"
+        )
+
+    def _prepare_aggregate(self, jacobian, losses, step):
+        """Validate a (T, P) Jacobian, set up tasks on first use, default losses and step."""
+        jacobian = tf.convert_to_tensor(jacobian)
+        if jacobian.shape.rank != 2:
+            raise ValueError(
+                f"aggregate expects a (T, P) Jacobian, got shape {jacobian.shape}; stack the "
+                "flattened per-task gradients as rows"
+            )
+        if not self.task_names:
+            self.setup([f"task_{i}" for i in range(jacobian.shape[0])])
+        elif jacobian.shape[0] is not None and jacobian.shape[0] != self.num_tasks:
+            raise ValueError(
+                f"{type(self).__name__} was set up for {self.num_tasks} tasks but got a Jacobian "
+                f"with {jacobian.shape[0]} rows; use a new balancer for a different task count"
+            )
+        j32 = tf.cast(jacobian, tf.float32)
+        if losses is None:
+            losses = tf.ones([tf.shape(j32)[0]], tf.float32)
+        if step is None:
+            step = tf.constant(0, tf.int64)
+        return j32, tf.cast(losses, tf.float32), step
+
+    def aggregate(
+        self, jacobian: tf.Tensor, losses: tf.Tensor | None = None, step: tf.Tensor | None = None
+    ) -> tf.Tensor:
+        """Combine a (T, P) matrix of per-task gradients into the (P,) update.
+
+        Usable on its own, outside any model: ``get("mgda").aggregate(J)``.
+        """
+        jacobian = tf.convert_to_tensor(jacobian)
+        j32, losses, step = self._prepare_aggregate(jacobian, losses, step)
+        w = self.weights_from_gramian(tf.matmul(j32, j32, transpose_b=True), losses, step)
+        return tf.cast(tf.linalg.matvec(j32, w, transpose_a=True), jacobian.dtype)

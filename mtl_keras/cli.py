@@ -1,0 +1,209 @@
+"""The ``mtl-keras`` command: train, evaluate, export, preview, summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _recipe(args):
+    import recipes
+
+    return recipes.get(args.recipe).with_overrides(args.set)
+
+
+def _load_trained(recipe, weights: str | None):
+    from mtl_keras.training import run
+
+    bundle = run.load_data(recipe)
+    specs = run.task_specs(recipe, bundle.task_options)
+    model = run.build_model(recipe, specs, steps=1)
+    path = weights or os.path.join(recipe.output_dir, "checkpoints", "last.weights.h5")
+    if not os.path.exists(path):
+        raise SystemExit(
+            f"error: no weights at {path}; train first (mtl-keras train --recipe {recipe.name}) "
+            "or pass --weights PATH"
+        )
+    model.load_weights(path)
+    return model, bundle, specs
+
+
+def cmd_train(args) -> int:
+    from mtl_keras.training import run
+
+    recipe = _recipe(args)
+    summary = run.train(recipe, verbose=2 if args.quiet else "auto", export=not args.no_export)
+    print("\nValidation metrics (model vs trivial baseline):")
+    print(summary.pop("table"))
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from mtl_keras.metrics import delta_mtl, load_baselines, write_results
+    from mtl_keras.training import run
+
+    recipe = _recipe(args)
+    model, bundle, specs = _load_trained(recipe, args.weights)
+    results = run.evaluate_model(model, bundle.val)
+    extra = {}
+    if args.baselines or recipe.baselines:
+        base = load_baselines(args.baselines or recipe.baselines)
+        extra["delta_mtl"] = delta_mtl(results, base, run.primary_metrics(specs))
+    out = args.out or os.path.join(recipe.output_dir, "eval.json")
+    write_results(out, recipe.name, results, **extra)
+    print(run.format_table(results, None, specs))
+    print(json.dumps({"metrics": results, **extra, "written": out}, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from mtl_keras.export import export_saved_model
+
+    recipe = _recipe(args)
+    model, _, specs = _load_trained(recipe, args.weights)
+    path = export_saved_model(
+        model.network,
+        specs,
+        args.export_dir or recipe.export_dir,
+        recipe.name,
+        image_size=recipe.image_size,
+        version=args.version,
+    )
+    print(json.dumps({"export": path}))
+    return 0
+
+
+def cmd_preview(args) -> int:
+    from mtl_keras.data import SyntheticScenes, synthetic_task_options
+    from mtl_keras.data.preview import preview_grid
+    from mtl_keras.tasks import resolve
+
+    scenes = SyntheticScenes(image_size=tuple(args.image_size), seed=args.seed)
+    arrays = scenes.arrays(args.split, args.n)
+    specs = resolve([k for k in arrays if k != "image"], synthetic_task_options())
+    path = preview_grid(arrays, args.out, colorize={t: s.colorize for t, s in specs.items()})
+    print(json.dumps({"preview": path}))
+    return 0
+
+
+def cmd_summary(args) -> int:
+    import dataclasses
+
+    from mtl_keras import backbones
+    from mtl_keras.data import synthetic_task_options
+    from mtl_keras.metrics import count_flops, count_params
+    from mtl_keras.training import run
+    from mtl_keras.training.recipe import Recipe
+
+    h, w = args.image_size
+    if args.recipe:
+        recipe = _recipe(args)
+        if args.image_size_given:
+            recipe = dataclasses.replace(recipe, image_size=(h, w))
+        h, w = recipe.image_size
+        model = run.build_network(recipe, run.task_specs(recipe, synthetic_task_options()))
+    elif args.arch:
+        tasks = tuple(t for t in (args.tasks or "semseg,depth").split(",") if t)
+        recipe = Recipe(
+            name="summary",
+            tasks=tasks,
+            image_size=(h, w),
+            architecture=args.arch,
+            backbone=args.backbone or "resnet50",
+        ).with_overrides(args.set)
+        model = run.build_network(recipe, run.task_specs(recipe, synthetic_task_options()))
+    else:
+        model = backbones.get(args.backbone)
+    info = {"model": model.name, "image_size": [h, w], **count_params(model)}
+    info["flops"] = count_flops(model, (h, w, 3))
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mtl-keras", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def recipe_args(sp, required=True):
+        sp.add_argument("--recipe", required=required, help="recipe name (see recipes/)")
+        sp.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a recipe field; VALUE is JSON or a plain string",
+        )
+
+    sp = sub.add_parser("train", help="train a recipe, evaluate it and export a SavedModel")
+    recipe_args(sp)
+    sp.add_argument("--no-export", action="store_true")
+    sp.add_argument("--quiet", action="store_true", help="one line per epoch")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("evaluate", help="evaluate trained weights on the validation split")
+    recipe_args(sp)
+    sp.add_argument("--weights")
+    sp.add_argument("--baselines", help="single-task result JSON files or folder, for Δ_MTL")
+    sp.add_argument("--out")
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("export", help="export trained weights as a TF Serving SavedModel")
+    recipe_args(sp)
+    sp.add_argument("--weights")
+    sp.add_argument("--export-dir")
+    sp.add_argument("--version", type=int)
+    sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("preview", help="write a PNG grid of synthetic images and labels")
+    sp.add_argument("--out", default="runs/preview.png")
+    sp.add_argument("--n", type=int, default=6)
+    sp.add_argument("--image-size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
+    sp.add_argument("--split", default="train")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_preview)
+
+    sp = sub.add_parser(
+        "summary", help="params and FLOPs of a recipe's model, an arch or a backbone"
+    )
+    recipe_args(sp, required=False)
+    sp.add_argument("--arch")
+    sp.add_argument("--backbone")
+    sp.add_argument("--tasks", help="comma-separated task names (with --arch)")
+    sp.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    sp.set_defaults(func=cmd_summary)
+    from mtl_keras.evaluation import compare
+
+    sp = sub.add_parser("compare", help="Markdown table and Δ_MTL chart over run folders")
+    compare.add_arguments(sp)
+    sp.set_defaults(func=compare.run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    args = build_parser().parse_args(argv)
+    if args.command == "summary" and not (args.recipe or args.arch or args.backbone):
+        print("error: summary needs --recipe, --arch or --backbone", file=sys.stderr)
+        return 2
+    if args.command == "summary":
+        args.image_size_given = args.image_size is not None
+        args.image_size = args.image_size or (224, 224)
+    try:
+        return args.func(args)
+    except Exception as err:
+        from mtl_keras.training import NonFiniteLossError
+
+        if not isinstance(
+            err, (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError)
+        ):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

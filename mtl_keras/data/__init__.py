@@ -1,0 +1,92 @@
+"""Datasets: the embedded synthetic scenes (default) and loaders of the published datasets.
+
+``load(name, ...)`` returns a :class:`DataBundle` with ``tf.data`` pipelines yielding
+``(image uint8 [B, H, W, 3], {task: label [B, H, W, C]})`` and the per-task options (class counts
+and names) the TaskSpecs need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from mtl_keras.data.synthetic import PART_CLASSES, SEMSEG_CLASSES, TASK_NAMES, SyntheticScenes
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """Train and validation pipelines plus what the tasks need to know about the data."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    task_options: dict
+    train_labels: dict  # a sample of training labels {task: array}, for trivial baselines
+
+
+def synthetic_task_options() -> dict:
+    return {
+        "semseg": {"num_classes": len(SEMSEG_CLASSES), "class_names": tuple(SEMSEG_CLASSES)},
+        "human_parts": {"num_classes": len(PART_CLASSES), "class_names": tuple(PART_CLASSES)},
+    }
+
+
+def load_synthetic(
+    tasks,
+    *,
+    image_size=(64, 64),
+    train_examples=512,
+    val_examples=128,
+    batch_size=8,
+    seed=0,
+    shuffle_seed=0,
+) -> DataBundle:
+    """Synthetic scenes: deterministic by ``seed``; shuffling deterministic by ``shuffle_seed``."""
+    scenes = SyntheticScenes(image_size=tuple(image_size), seed=seed)
+    tasks = tuple(tasks)
+    train = scenes.dataset(
+        "train",
+        tasks=tasks,
+        batch_size=batch_size,
+        num_examples=train_examples,
+        shuffle=True,
+        seed=shuffle_seed,
+    )
+    val = scenes.dataset(
+        "val", tasks=tasks, batch_size=batch_size, num_examples=val_examples, drop_remainder=False
+    )
+    sample = scenes.arrays("train", min(train_examples, 256), tasks=tasks)
+    options = {t: o for t, o in synthetic_task_options().items() if t in tasks}
+    return DataBundle(train, val, options, {t: sample[t] for t in tasks})
+
+
+DATASETS = {"synthetic": load_synthetic}
+
+
+def _register_real_datasets() -> None:
+    from mtl_keras.data.real import REAL_DATASETS
+
+    DATASETS.update(REAL_DATASETS)
+
+
+_register_real_datasets()
+
+
+def load(name: str, tasks, **kwargs) -> DataBundle:
+    """Load dataset ``name`` for ``tasks``."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    return DATASETS[name](tasks, **kwargs)
+
+
+__all__ = [
+    "DATASETS",
+    "PART_CLASSES",
+    "SEMSEG_CLASSES",
+    "TASK_NAMES",
+    "DataBundle",
+    "SyntheticScenes",
+    "load",
+    "load_synthetic",
+    "synthetic_task_options",
+]

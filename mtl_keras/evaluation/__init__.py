@@ -1,0 +1,31 @@
+"""Evaluation as the survey does it, and comparison tables of runs.
+
+* `mtl_keras.evaluation.protocol`: scoring at the original resolution with pooled metrics
+  (`evaluate`, `evaluate_to_file`, `SurveyEvaluator`) and PNG grids of predictions
+  (`prediction_grid`).
+* `mtl_keras.evaluation.compare`: the Markdown table of runs with each task's metric, params,
+  FLOPs and Δ_MTL, and a PNG bar chart of Δ_MTL (``compare.compare``; ``mtl-keras compare``
+  through ``compare.add_arguments`` / ``compare.run``). The module, not its function, is the
+  package's ``compare`` attribute.
+"""
+
+from mtl_keras.evaluation import compare
+from mtl_keras.evaluation.compare import delta_chart, read_run
+from mtl_keras.evaluation.protocol import (
+    PROTOCOL_PRIMARY,
+    SurveyEvaluator,
+    evaluate,
+    evaluate_to_file,
+    prediction_grid,
+)
+
+__all__ = [
+    "PROTOCOL_PRIMARY",
+    "SurveyEvaluator",
+    "compare",
+    "delta_chart",
+    "evaluate",
+    "evaluate_to_file",
+    "prediction_grid",
+    "read_run",
+]

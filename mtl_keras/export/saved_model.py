@@ -1,0 +1,85 @@
+"""SavedModel export for TensorFlow Serving.
+
+Layout: ``<export_dir>/<name>/<version>/`` with a ``serving_default`` signature that takes uint8
+images ``[B, H, W, 3]`` of any size and returns, at that size, every task's serving outputs
+(``TaskSpec.serve``): class maps and probabilities, metric depth, unit normals, edge and saliency
+probabilities. Deep-supervision outputs are dropped. The image is resized to the training size the
+network expects, predicted, and the raw predictions are resized back (bilinear) before activation.
+
+Exports are atomic: the SavedModel is written into a hidden temporary folder next to the target
+(TF Serving only loads numeric version folders) and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from mtl_keras.architectures.base import is_auxiliary
+from mtl_keras.tasks import TaskSpec
+
+
+def serving_function(network: keras.Model, tasks: dict[str, TaskSpec], image_size):
+    """The serving computation: uint8 ``[B, H, W, 3]`` -> dict of outputs at ``H x W``."""
+    size = tuple(int(v) for v in image_size)
+
+    def serve(images):
+        images = tf.convert_to_tensor(images)
+        if images.dtype != tf.uint8:
+            raise TypeError(f"serving expects uint8 images, got {images.dtype}")
+        out_size = tf.shape(images)[1:3]
+        x = tf.image.resize(tf.cast(images, tf.float32), size, method="bilinear")
+        raw = network(x, training=False)
+        result = {}
+        for name, spec in tasks.items():
+            if is_auxiliary(name):
+                continue
+            pred = tf.image.resize(tf.cast(raw[name], tf.float32), out_size, method="bilinear")
+            result.update(spec.serve(pred))
+        return result
+
+    return serve
+
+
+def _next_version(root: str) -> int:
+    if not os.path.isdir(root):
+        return 1
+    versions = [int(d) for d in os.listdir(root) if d.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_saved_model(
+    network: keras.Model,
+    tasks: dict[str, TaskSpec],
+    export_dir: str,
+    name: str,
+    *,
+    image_size,
+    version: int | None = None,
+) -> str:
+    """Export ``network`` to ``export_dir/name/version`` atomically and return that path."""
+    root = os.path.join(export_dir, name)
+    os.makedirs(root, exist_ok=True)
+    version = _next_version(root) if version is None else int(version)
+    target = os.path.join(root, str(version))
+    if os.path.exists(target):
+        raise FileExistsError(f"export target {target} exists; choose another version or remove it")
+    archive = keras.export.ExportArchive()
+    archive.track(network)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=serving_function(network, tasks, image_size),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+    )
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=root)
+    try:
+        archive.write_out(tmp, verbose=False)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,64 @@
+"""Task registry: ``get(name, **kwargs) -> TaskSpec`` for the six canonical dense tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from mtl_keras.tasks.base import TaskSpec
+from mtl_keras.tasks.depth import depth
+from mtl_keras.tasks.edges import edges
+from mtl_keras.tasks.human_parts import human_parts
+from mtl_keras.tasks.normals import normals
+from mtl_keras.tasks.saliency import saliency
+from mtl_keras.tasks.semseg import semseg
+
+_FACTORIES = {
+    "semseg": semseg,
+    "depth": depth,
+    "normals": normals,
+    "edges": edges,
+    "saliency": saliency,
+    "human_parts": human_parts,
+}
+
+
+def available() -> list[str]:
+    """Canonical task names."""
+    return list(_FACTORIES)
+
+
+def get(name: str, **kwargs) -> TaskSpec:
+    """Build the TaskSpec of ``name`` (e.g. ``get("semseg", num_classes=21)``)."""
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(available())}")
+    return _FACTORIES[name](**kwargs)
+
+
+def resolve(
+    tasks: Iterable[str | TaskSpec], options: Mapping[str, Mapping] | None = None
+) -> dict[str, TaskSpec]:
+    """Turn names (with optional per-task kwargs) or TaskSpecs into an ordered ``{name: spec}``."""
+    options = options or {}
+    out: dict[str, TaskSpec] = {}
+    for task in tasks:
+        spec = task if isinstance(task, TaskSpec) else get(task, **dict(options.get(task, {})))
+        if spec.name in out:
+            raise ValueError(f"task {spec.name!r} is listed twice")
+        out[spec.name] = spec
+    if not out:
+        raise ValueError(f"at least one task is needed; valid tasks: {', '.join(available())}")
+    return out
+
+
+__all__ = [
+    "TaskSpec",
+    "available",
+    "depth",
+    "edges",
+    "get",
+    "human_parts",
+    "normals",
+    "resolve",
+    "saliency",
+    "semseg",
+]

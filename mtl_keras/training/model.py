@@ -1,0 +1,474 @@
+"""`MultiTaskModel`: the one place that owns a gradient tape.
+
+The model wraps a functional network (dict outputs keyed by task, deep-supervision outputs keyed
+``"{task}/{tag}"``) and trains it with ``model.fit`` through a custom ``train_step`` in Keras's
+order: unpack, forward under a tape, task losses, balance, gradients, apply, metrics.
+
+Balancing has three paths, chosen from the balancer alone:
+
+* loss level: ``objective = balancer.combine(losses)``; one backward pass.
+* gradient level, ``source="shared"``: per-task gradients of the shared variables (T backward
+  passes); the balancer maps their Gramian (or the Jacobian itself) to the update of the shared
+  variables; task-specific variables receive the plain ``sum_i g_i`` (``head_weighting="sum"``,
+  the default) or ``sum_i w_i g_i`` (``"weighted"``).
+* gradient level, ``source="representation"``: per-task gradients of the tensors marked
+  :class:`~mtl_keras.architectures.SharedRepresentation` (cheap: heads only); the weights from
+  their Gramian combine them and one backward pass through the encoder follows (MGDA-UB).
+
+Distribution: every loss is divided by the replica count, so per-replica gradients sum to the
+global-batch gradient, which is what Keras 3's optimizer applies (it *sums* across replicas).
+Per-task shared-variable gradients are all-reduced before the balancer runs, and representation
+Gramians are summed (the global Gramian of a batch split across replicas is the sum of the local
+ones), so every replica computes the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+import tensorflow as tf
+
+from mtl_keras import balancing
+from mtl_keras.architectures.base import is_auxiliary, sharing_of, task_of
+from mtl_keras.tasks import TaskSpec, resolve
+
+SOURCES = ("auto", "shared", "representation")
+
+
+class LabelError(ValueError):
+    """A batch's labels do not match the model's tasks or outputs."""
+
+
+def _gradient(tape, target, sources, output_gradients=None):
+    """``tape.gradient`` with zeros for unconnected sources.
+
+    (``UnconnectedGradients.ZERO`` fails on Keras variables in TF 2.21 eager mode.)
+    """
+    grads = tape.gradient(target, sources, output_gradients=output_gradients)
+    return [
+        tf.zeros_like(tf.convert_to_tensor(s)) if g is None else g for g, s in zip(grads, sources)
+    ]
+
+
+def _replica_mean(x):
+    """Mean over replicas (identity outside a multi-replica context)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return x
+    return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, x)
+
+
+def _replica_sum(x):
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return x
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+class _BalancerEpochEnd(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.balancer.on_epoch_end()
+
+
+class MultiTaskModel(keras.Model):
+    """Trains a multi-output dense-prediction network with a task balancer.
+
+    Args:
+        network: functional model returning ``{task: raw prediction}`` (and optional
+            ``"{task}/{tag}"`` deep-supervision outputs).
+        tasks: TaskSpecs or names of the network's tasks (defaults to its main outputs).
+        balancer: a balancer instance or registered name (see ``mtl_keras.balancing``).
+        balancer_kwargs: arguments of the balancer when given by name.
+        gradient_source: for gradient balancers, ``"shared"`` (variables), ``"representation"``
+            or ``"auto"`` (the balancer's first supported source the network allows).
+        head_weighting: ``"sum"`` (default) or ``"weighted"``: the gradient task-specific
+            variables get under a gradient balancer, ``sum_i g_i`` as in Sener & Koltun's
+            Algorithm 2 and LibMTL, or ``sum_i w_i g_i`` as in the Nash-MTL code.
+        train_metrics: also update the streaming task metrics during training (off by default:
+            they are computed on validation data).
+
+    Example:
+        >>> model = MultiTaskModel(network, ["semseg", "depth"], balancer="mgda")
+        >>> model.compile(optimizer="adam")
+        >>> model.fit(train_ds, validation_data=val_ds, epochs=2)
+    """
+
+    def __init__(
+        self,
+        network: keras.Model,
+        tasks=None,
+        balancer: str | balancing.Balancer = "fixed",
+        *,
+        balancer_kwargs: Mapping | None = None,
+        gradient_source: str = "auto",
+        head_weighting: str = "sum",
+        train_metrics: bool = False,
+        name: str | None = None,
+    ):
+        super().__init__(name=name or f"{network.name}_trainer")
+        self.network = network
+        main = [k for k in network.output if not is_auxiliary(k)]
+        specs = resolve(tasks if tasks is not None else main)
+        unknown = [t for t in specs if t not in main]
+        if unknown or len(specs) != len(main):
+            raise ValueError(
+                f"tasks {list(specs)} do not match the network's outputs {main}; pass the "
+                "TaskSpecs of exactly the tasks the network predicts"
+            )
+        self._specs: dict[str, TaskSpec] = specs
+        self.task_names = tuple(specs)
+        self._aux = {k: task_of(k) for k in network.output if is_auxiliary(k)}
+        bad_aux = sorted(t for t in self._aux.values() if t not in specs)
+        if bad_aux:
+            raise ValueError(f"deep-supervision outputs for unknown tasks {bad_aux}")
+        if head_weighting not in ("weighted", "sum"):
+            raise ValueError(f"head_weighting must be 'weighted' or 'sum', got {head_weighting!r}")
+        self.head_weighting = head_weighting
+        self.train_metrics = train_metrics
+
+        self.balancer = balancing.get(balancer, **dict(balancer_kwargs or {}))
+        self.balancer.setup(self.task_names)
+        self._sharing = sharing_of(network)
+        self.gradient_source = self._choose_source(gradient_source)
+        if self.gradient_source == "representation":
+            reps = [layer.output for layer in self._sharing.representation_layers]
+            self._forward = keras.Model(network.input, {"outputs": network.output, "rep": reps})
+        else:
+            self._forward = None
+
+        if self.gradient_source == "shared":
+            shared_ids = {id(v) for v in self._sharing.shared_variables}
+            self.balancer.build_parameter_state(
+                [v.shape.num_elements() for v in self.trainable_variables if id(v) in shared_ids]
+            )
+
+        self._loss_tracker = keras.metrics.Mean(name="loss")
+        self._task_loss_trackers = {
+            k: keras.metrics.Mean(name=f"{k}_loss") for k in (*self.task_names, *self._aux)
+        }
+        self._weight_trackers = {t: keras.metrics.Mean(name=f"{t}_weight") for t in self.task_names}
+        self._task_metrics = {t: s.metrics() for t, s in specs.items()}
+        self.built = True  # the wrapped network is built; nothing is created lazily
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _choose_source(self, source: str) -> str | None:
+        if source not in SOURCES:
+            raise ValueError(f"unknown gradient_source {source!r}; valid: {', '.join(SOURCES)}")
+        if self.balancer.level != "gradient":
+            return None
+        allowed = list(self.balancer.sources)
+        if not self._sharing.representation_layers and "representation" in allowed:
+            allowed.remove("representation")
+        if not self._sharing.shared_variables and "shared" in allowed:
+            allowed.remove("shared")
+        if source == "auto":
+            if not allowed:
+                raise ValueError(
+                    f"balancer {self.balancer.name!r} needs {self.balancer.sources} but the "
+                    "network has neither shared variables nor a declared shared representation"
+                )
+            return allowed[0]
+        if source not in allowed:
+            raise ValueError(
+                f"gradient_source={source!r} is not possible here: balancer {self.balancer.name!r} "
+                f"accepts {list(self.balancer.sources)}, and the network "
+                + (
+                    "declares no SharedRepresentation"
+                    if source == "representation"
+                    else "has no shared variables"
+                )
+            )
+        return source
+
+    @property
+    def tasks(self) -> dict[str, TaskSpec]:
+        return dict(self._specs)
+
+    @property
+    def sharing(self):
+        return self._sharing
+
+    @property
+    def metrics(self):
+        out = [
+            self._loss_tracker,
+            *self._task_loss_trackers.values(),
+            *self._weight_trackers.values(),
+        ]
+        for ms in self._task_metrics.values():
+            out.extend(ms)
+        return out
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """``keras.Model.fit`` that also tells the balancer when an epoch ends (DWA)."""
+        callbacks = [*(callbacks or []), _BalancerEpochEnd()]
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def get_metrics_result(self):
+        """Final logs from the (replica-summed) metric states, under the keys the steps log.
+
+        Keras replaces the averaged per-replica step logs with these at the end of an epoch, so
+        pooled metrics (mIoU, RMSE, ...) are exact under a distribution strategy.
+        """
+        logs = {
+            m.name: m.result() for m in (self._loss_tracker, *self._task_loss_trackers.values())
+        }
+        logs.update({m.name: m.result() for m in self._weight_trackers.values()})
+        for t, spec in self._specs.items():
+            for m in self._task_metrics[t]:
+                logs.update({spec.metric_id(k): v for k, v in m.result().items()})
+        return logs
+
+    def _get_metrics_result_or_logs(self, logs):
+        # Keras 3.15 only swaps in get_metrics_result() when its keys equal the step's keys;
+        # ours differ between training and evaluation, so take the pooled value of every key
+        # the step logged (and keep the rest, e.g. the learning rate, as logged).
+        if not isinstance(logs, dict):
+            return super()._get_metrics_result_or_logs(logs)
+        pooled = self.get_metrics_result()
+        return {k: pooled.get(k, v) for k, v in logs.items()}
+
+    def call(self, inputs, training=False):
+        return self.network(inputs, training=training)
+
+    # ------------------------------------------------------------------ losses
+    def _check_labels(self, y) -> None:
+        if not isinstance(y, Mapping):
+            raise LabelError(
+                f"labels must be a dict keyed by task name {list(self.task_names)}, got "
+                f"{type(y).__name__}"
+            )
+        missing = [t for t in self.task_names if t not in y]
+        if missing:
+            raise LabelError(
+                f"label for task(s) {missing} missing from the batch; the batch has labels for "
+                f"{sorted(y)}; give a label per task or build the model without those tasks"
+            )
+
+    def _loss(self, key: str, label, prediction) -> tf.Tensor:
+        spec = self._specs[task_of(key)]
+        lshape, pshape = label.shape, prediction.shape
+        if lshape.rank != 4 or (lshape[-1] is not None and lshape[-1] != spec.label_channels):
+            raise LabelError(
+                f"label of task {spec.name!r} has shape {tuple(lshape)}; expected "
+                f"(batch, height, width, {spec.label_channels})"
+            )
+        if pshape[-1] != spec.channels:
+            raise LabelError(
+                f"output {key!r} has {pshape[-1]} channels; task {spec.name!r} needs "
+                f"{spec.channels}"
+            )
+        if is_auxiliary(key):  # deep supervision: bring the prediction to the label's size
+            prediction = tf.image.resize(prediction, tf.shape(label)[1:3], method="bilinear")
+        elif None not in (lshape[1], lshape[2], pshape[1], pshape[2]) and tuple(
+            lshape[1:3]
+        ) != tuple(pshape[1:3]):
+            raise LabelError(
+                f"label of task {spec.name!r} has shape {tuple(lshape)} but its prediction has "
+                f"shape {tuple(pshape)}; labels must have the spatial size of the input image"
+            )
+        return tf.cast(spec.loss(label, prediction, count_mean=_replica_mean), tf.float32)
+
+    def task_losses(self, y, outputs) -> tuple[tf.Tensor, dict]:
+        """Per-task losses (T,) including deep supervision, and every term by output key."""
+        self._check_labels(y)
+        terms = {k: self._loss(k, y[task_of(k)], outputs[k]) for k in outputs}
+        per_task = [
+            tf.add_n([v for k, v in terms.items() if task_of(k) == t]) for t in self.task_names
+        ]
+        return tf.stack(per_task), terms
+
+    # ------------------------------------------------------------------ steps
+    def _forward_pass(self, x, training):
+        if self._forward is not None:
+            out = self._forward(x, training=training)
+            return out["outputs"], out["rep"]
+        return self.network(x, training=training), None
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.trainable_variables
+        persistent = self.balancer.level == "gradient"
+        with tf.GradientTape(persistent=persistent) as tape:
+            outputs, rep = self._forward_pass(x, training=True)
+            losses, terms = self.task_losses(y, outputs)
+            scaled = losses / replicas
+            # slices taken inside the tape, so each task loss is a watched target
+            per_task_losses = tf.unstack(scaled)
+            global_losses = tf.stop_gradient(_replica_sum(scaled))
+            if self.balancer.level == "loss":
+                objective, weights = self.balancer.combine(
+                    losses, global_losses, self.optimizer.iterations
+                )
+                objective = objective / replicas
+        if self.balancer.level == "loss":
+            grads = tape.gradient(objective, variables)
+        elif self.gradient_source == "representation":
+            grads, weights = self._representation_step(
+                tape, per_task_losses, rep, global_losses, variables
+            )
+        else:
+            grads, weights = self._shared_step(tape, per_task_losses, global_losses, variables)
+        del tape
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        if self.balancer.needs_losses_after_step:
+            # FAMO: losses of the same batch after the update (training mode, as the paper)
+            after, _ = self.task_losses(y, self.network(x, training=True))
+            self.balancer.after_step(
+                global_losses,
+                tf.stop_gradient(_replica_sum(after / replicas)),
+                self.optimizer.iterations,
+            )
+        weighted_total = tf.reduce_sum(tf.stop_gradient(weights) * losses)
+        return self._update_trackers(losses, terms, y, outputs, weighted_total, weights)
+
+    def _combine(self, per_task, weights, shared_ids, variables):
+        """Per variable: ``sum_i w_i g_i`` if shared, ``sum_i c_i g_i`` if task-specific."""
+        head_c = weights if self.head_weighting == "weighted" else tf.ones_like(weights)
+        out = []
+        for j, v in enumerate(variables):
+            coef = weights if id(v) in shared_ids else head_c
+            out.append(
+                tf.add_n([coef[i] * tf.cast(g[j], tf.float32) for i, g in enumerate(per_task)])
+            )
+        return out
+
+    def _representation_step(self, tape, scaled, rep, global_losses, variables):
+        """MGDA-UB style: balance the gradients of the shared representation ``z``.
+
+        Per task, one backward pass through the heads gives ``dL_i/dz`` and the task's gradient of
+        every variable downstream of ``z``; the weights come from the Gramian of the ``dL_i/dz``
+        (summed over replicas); the encoder receives ``J_z^T sum_i w_i dL_i/dz`` in a single
+        backward pass through it.
+        """
+        if self.balancer.transforms_representation:
+            return self._transformed_representation_step(
+                tape, scaled, rep, global_losses, variables
+            )
+        up_ids = {id(v) for v in self._sharing.representation_variables}
+        up = [v for v in variables if id(v) in up_ids]
+        down = [v for v in variables if id(v) not in up_ids]
+        gz, per_task = [], []
+        for i in range(len(self.task_names)):
+            g = _gradient(tape, scaled[i], [*rep, *down])
+            gz.append(g[: len(rep)])
+            per_task.append(g[len(rep) :])
+        z = tf.stack(
+            [tf.concat([tf.reshape(tf.cast(t, tf.float32), [-1]) for t in g], 0) for g in gz]
+        )
+        gramian = _replica_sum(tf.matmul(z, z, transpose_b=True))
+        weights = self.balancer.weights_from_gramian(
+            gramian, global_losses, self.optimizer.iterations
+        )
+        weights = tf.stop_gradient(tf.cast(weights, tf.float32))
+        shared_ids = {id(v) for v in self._sharing.shared_variables}
+        down_grads = self._combine(per_task, weights, shared_ids, down)
+        rep_grad = [
+            tf.add_n([weights[i] * tf.cast(g[k], tf.float32) for i, g in enumerate(gz)])
+            for k in range(len(rep))
+        ]
+        up_grads = _gradient(tape, rep, up, [tf.cast(g, r.dtype) for g, r in zip(rep_grad, rep)])
+        by_id = {id(v): g for v, g in zip(down, down_grads)}
+        by_id.update({id(v): g for v, g in zip(up, up_grads)})
+        return [tf.cast(by_id[id(v)], v.dtype) for v in variables], weights
+
+    def _transformed_representation_step(self, tape, scaled, rep, global_losses, variables):
+        """Methods that rewrite the representation gradient itself (GradDrop).
+
+        One backward pass: the targets are every task loss (so heads get ``sum_i g_i``) plus the
+        representation with output gradient ``out - sum_i dL_i/dz``, which turns the encoder's
+        gradient into ``J_z^T out``.
+        """
+        t = len(self.task_names)
+        task_grads = [tf.stack([_gradient(tape, scaled[i], [r])[0] for i in range(t)]) for r in rep]
+        out = self.balancer.representation_gradients(
+            task_grads, rep, global_losses, self.optimizer.iterations, replica_sum=_replica_sum
+        )
+        corrections = [
+            tf.cast(o, r.dtype) - tf.reduce_sum(g, 0) for o, g, r in zip(out, task_grads, rep)
+        ]
+        grads = _gradient(
+            tape, [*scaled, *rep], variables, [*[tf.ones([]) for _ in range(t)], *corrections]
+        )
+        return grads, tf.ones([t], tf.float32)
+
+    def _shared_step(self, tape, scaled, global_losses, variables):
+        """Balance the per-task gradients of the shared variables (T backward passes).
+
+        Shared-variable gradients are all-reduced over replicas before the balancer runs; the
+        balanced update is handed to the optimizer divided by the replica count because Keras
+        sums replicas' gradients.
+        """
+        shared_ids = {id(v) for v in self._sharing.shared_variables}
+        per_task = [_gradient(tape, scaled[i], variables) for i in range(len(self.task_names))]
+        shared_idx = [j for j, v in enumerate(variables) if id(v) in shared_ids]
+        # per shared variable, the (T, ...) stack of task gradients of the global batch
+        reduced = _replica_sum(
+            [tf.stack([tf.cast(g[j], tf.float32) for g in per_task]) for j in shared_idx]
+        )
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        step = self.optimizer.iterations
+        if self.balancer.gramian_based:
+            gramian = tf.add_n(
+                [
+                    tf.matmul(
+                        tf.reshape(s, [s.shape[0], -1]),
+                        tf.reshape(s, [s.shape[0], -1]),
+                        transpose_b=True,
+                    )
+                    for s in reduced
+                ]
+            )
+            weights = tf.cast(
+                self.balancer.weights_from_gramian(gramian, global_losses, step), tf.float32
+            )
+            shared_updates = [tf.tensordot(weights, s, 1) for s in reduced]
+        else:
+            flat = tf.concat([tf.reshape(s, [s.shape[0], -1]) for s in reduced], 1)
+            update = self.balancer.aggregate(flat, global_losses, step)
+            pieces = tf.split(update, [s.shape[1:].num_elements() for s in reduced])
+            shared_updates = [tf.reshape(p, s.shape[1:]) for p, s in zip(pieces, reduced)]
+            weights = tf.cast(self.balancer.head_weights(global_losses, step), tf.float32)
+        weights = tf.stop_gradient(weights)
+        grads = self._combine(per_task, weights, set(), variables)  # task-specific rule for all
+        for j, upd in zip(shared_idx, shared_updates):
+            grads[j] = upd / replicas
+        return [tf.cast(g, v.dtype) for g, v in zip(grads, variables)], weights
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        outputs = self.network(x, training=False)
+        losses, terms = self.task_losses(y, outputs)
+        return self._update_trackers(losses, terms, y, outputs, tf.reduce_sum(losses), None)
+
+    def _update_trackers(self, losses, terms, y, outputs, total, weights):
+        """Update trackers and metrics; ``weights`` is None in evaluation.
+
+        The logged ``loss`` is the weighted total in training and the plain sum of task losses in
+        evaluation (balancer weights change during training and would make it incomparable).
+        """
+        training = weights is not None
+        self._loss_tracker.update_state(total)
+        for i, t in enumerate(self.task_names):
+            self._task_loss_trackers[t].update_state(losses[i])
+            if training:
+                self._weight_trackers[t].update_state(weights[i])
+        for k in self._aux:
+            self._task_loss_trackers[k].update_state(terms[k])
+        logs = {
+            m.name: m.result() for m in (self._loss_tracker, *self._task_loss_trackers.values())
+        }
+        if training:
+            logs.update({m.name: m.result() for m in self._weight_trackers.values()})
+            logs["learning_rate"] = tf.convert_to_tensor(self.optimizer.learning_rate)
+        if training and not self.train_metrics:
+            return logs
+        for t, spec in self._specs.items():
+            pred = spec.activate(outputs[t])
+            for m in self._task_metrics[t]:
+                m.update_state(y[t], pred)
+                logs.update({spec.metric_id(k): v for k, v in m.result().items()})
+        return logs

@@ -1,0 +1,101 @@
+"""End to end through the command line on a tiny recipe."""
+
+import json
+import os
+
+import pytest
+
+from mtl_keras.cli import main
+
+TINY = [
+    "--set",
+    "image_size=[32,32]",
+    "--set",
+    "train_examples=8",
+    "--set",
+    "val_examples=4",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "epochs=1",
+    "--set",
+    'backbone_kwargs={"width":8}',
+    "--set",
+    "image_summaries=2",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert main(["train", "--recipe", "demo", "--quiet", *TINY]) == 0
+        yield root
+    finally:
+        os.chdir(cwd)
+
+
+def test_train_writes_results_logs_checkpoint_export(trained):
+    run = trained / "runs" / "demo"
+    results = json.loads((run / "results.json").read_text())
+    assert "semseg_miou" in results["metrics"] and "depth_rmse" in results["trivial_baseline"]
+    assert (run / "checkpoints" / "last.weights.h5").exists()
+    events = list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert any("images" in str(e) for e in events) and any("train" in str(e) for e in events)
+    assert (trained / "saved_models" / "demo" / "1" / "saved_model.pb").exists()
+
+
+def test_evaluate_and_export_from_checkpoint(trained, capsys):
+    cwd = os.getcwd()
+    os.chdir(trained)
+    try:
+        assert main(["evaluate", "--recipe", "demo", *TINY]) == 0
+        out = json.loads((trained / "runs" / "demo" / "eval.json").read_text())
+        assert 0.0 <= out["metrics"]["semseg_miou"] <= 1.0
+        assert main(["export", "--recipe", "demo", *TINY, "--version", "7"]) == 0
+        assert (trained / "saved_models" / "demo" / "7" / "saved_model.pb").exists()
+    finally:
+        os.chdir(cwd)
+
+
+def test_summary_json(capsys):
+    assert (
+        main(
+            [
+                "summary",
+                "--arch",
+                "hard_sharing",
+                "--backbone",
+                "resnet18",
+                "--tasks",
+                "semseg,depth",
+                "--image-size",
+                "32",
+                "32",
+                "--set",
+                'backbone_kwargs={"width":8}',
+            ]
+        )
+        == 0
+    )
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"] > 0 and info["non_trainable_params"] > 0 and info["flops"] > 0
+
+
+def test_preview_writes_png(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["preview", "--out", str(out), "--n", "2", "--image-size", "32", "32"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_names_list_valid_ones(capsys):
+    assert main(["train", "--recipe", "nope"]) == 2
+    assert "valid recipes: demo" in capsys.readouterr().err
+    assert main(["train", "--recipe", "demo", "--set", "balancer=nash"]) == 2
+    assert "valid balancers" in capsys.readouterr().err
+    assert main(["train", "--recipe", "demo", "--set", "tasks=semseg,dpeth"]) == 2
+    assert "unknown task(s) ['dpeth']" in capsys.readouterr().err
+    assert main(["train", "--recipe", "demo", "--set", "colour=red"]) == 2
+    assert "unknown recipe field 'colour'" in capsys.readouterr().err
