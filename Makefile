@@ -28,7 +28,8 @@ demo: $(STAMP)
 	$(VENV)/bin/mtl-keras train --recipe demo
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check mtl_keras recipes tests benchmarks
