@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import keras
 
+from mtl_keras.architectures.astmt import build_astmt
 from mtl_keras.architectures.base import (
     ImageNormalization,
     SharedRepresentation,
@@ -14,7 +15,20 @@ from mtl_keras.architectures.base import (
     sharing_of,
     task_of,
 )
+from mtl_keras.architectures.branched import build_branched
+from mtl_keras.architectures.cross_stitch import build_cross_stitch
 from mtl_keras.architectures.hard_sharing import build_hard_sharing, build_single_task
+from mtl_keras.architectures.init_from_single_task import (
+    init_from_single_task,
+    load_single_task_networks,
+)
+from mtl_keras.architectures.jtrl import build_jtrl
+from mtl_keras.architectures.mtan import build_mtan
+from mtl_keras.architectures.mtinet import build_mtinet
+from mtl_keras.architectures.nddr import build_nddr
+from mtl_keras.architectures.padnet import build_padnet
+from mtl_keras.architectures.papnet import build_papnet
+from mtl_keras.architectures.sluice import build_sluice
 
 
 def _single_task(tasks, **kwargs):
@@ -27,6 +41,18 @@ def _single_task(tasks, **kwargs):
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "single_task": _single_task,
     "hard_sharing": build_hard_sharing,
+    # encoder-focused (Vandenhende et al., TPAMI 2022, Sec. 3.1)
+    "cross_stitch": build_cross_stitch,
+    "sluice": build_sluice,
+    "nddr_cnn": build_nddr,
+    "mtan": build_mtan,
+    "branched": build_branched,
+    "astmt": build_astmt,
+    # decoder-focused (Vandenhende et al., TPAMI 2022, Sec. 3.2)
+    "padnet": build_padnet,
+    "mtinet": build_mtinet,
+    "papnet": build_papnet,
+    "jtrl": build_jtrl,
 }
 
 
@@ -48,9 +74,21 @@ __all__ = [
     "Sharing",
     "available",
     "build",
+    "build_astmt",
+    "build_branched",
+    "build_cross_stitch",
     "build_hard_sharing",
+    "build_jtrl",
+    "build_mtan",
+    "build_mtinet",
+    "build_nddr",
+    "build_padnet",
+    "build_papnet",
     "build_single_task",
+    "build_sluice",
+    "init_from_single_task",
     "is_auxiliary",
+    "load_single_task_networks",
     "sharing_of",
     "task_of",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,7 +48,10 @@ class SharedRepresentation(keras.layers.Layer):
     """
 
     def call(self, x):
-        return x
+        # a distinct tensor: when several pyramid levels are marked and a later level is
+        # computed from an earlier one inside the encoder, the gradient with respect to the
+        # marked earlier level must not include the paths through the later level
+        return tf.identity(x)
 
 
 def is_auxiliary(output_name: str) -> bool:

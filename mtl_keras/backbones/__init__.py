@@ -2,7 +2,8 @@
 
 ``get(name, **kwargs)`` builds a registered backbone; ``BACKBONES`` maps names to builders taking
 keyword arguments only (``output_stride``, ``width``, ``input_shape``, ``sync_batchnorm``, ``name``
-for ResNets).
+for ResNets; ``width``, ``stem_width``, ``config``, ``input_shape``, ``sync_batchnorm``, ``name``
+for ``hrnet18``, HRNet-W18 small v2).
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ from collections.abc import Callable
 
 import keras
 
+from mtl_keras.backbones.hrnet import (
+    build_hrnet,
+    convert_hrnet_checkpoint,
+    hrnet_pyramid_channels,
+    hrnet_torch_to_keras,
+)
 from mtl_keras.backbones.resnet import build_resnet, pyramid_channels, pyramid_strides
 from mtl_keras.backbones.weights import (
     convert_torchvision_resnet,
@@ -23,6 +30,7 @@ from mtl_keras.backbones.weights import (
 BACKBONES: dict[str, Callable[..., keras.Model]] = {
     f"resnet{depth}": functools.partial(build_resnet, depth) for depth in (10, 18, 34, 50, 101)
 }
+BACKBONES["hrnet18"] = build_hrnet
 
 
 def available() -> list[str]:
@@ -46,9 +54,13 @@ def get(name: str, **kwargs) -> keras.Model:
 __all__ = [
     "BACKBONES",
     "available",
+    "build_hrnet",
     "build_resnet",
+    "convert_hrnet_checkpoint",
     "convert_torchvision_resnet",
     "get",
+    "hrnet_pyramid_channels",
+    "hrnet_torch_to_keras",
     "load_backbone_weights",
     "pyramid_channels",
     "pyramid_strides",

@@ -1,0 +1,11 @@
+"""Branched multi-task network (default tree) on the synthetic scenes:
+:mod:`recipes.mtan_synthetic` with this architecture.
+"""
+
+import dataclasses
+
+from recipes.mtan_synthetic import recipe as mtan_synthetic
+
+
+def recipe():
+    return dataclasses.replace(mtan_synthetic(), name="branched_synthetic", architecture="branched")

@@ -1,0 +1,14 @@
+"""NDDR-CNN on PASCAL-Context with the survey's ResNet-18 setting
+(``configs/pascal/resnet18/nddr_cnn.yml``): as :mod:`recipes.cross_stitch_pascal` (SGD 5e-3,
+100x on the NDDR layers, batch 12, 20 epochs; the survey initialises them 0.8 / 0.05).
+"""
+
+import dataclasses
+
+from recipes.cross_stitch_pascal import recipe as cross_stitch_pascal
+
+
+def recipe():
+    return dataclasses.replace(
+        cross_stitch_pascal(), name="nddr_cnn_pascal", architecture="nddr_cnn"
+    )
