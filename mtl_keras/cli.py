@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -16,10 +17,12 @@ def _recipe(args):
 
 def _load_trained(recipe, weights: str | None):
     from mtl_keras.training import run
+    from mtl_keras.training.precision import precision_policy
 
     bundle = run.load_data(recipe)
     specs = run.task_specs(recipe, bundle.task_options)
-    model = run.build_model(recipe, specs, steps=1)
+    with precision_policy(recipe.precision):  # the layers' dtypes (and optimizer) of training
+        model = run.build_model(recipe, specs, steps=1)
     path = weights or os.path.join(recipe.output_dir, "checkpoints", "last.weights.h5")
     if not os.path.exists(path):
         raise SystemExit(
@@ -34,6 +37,9 @@ def cmd_train(args) -> int:
     from mtl_keras.training import run
 
     recipe = _recipe(args)
+    scale_out = {k: getattr(args, k) for k in ("strategy", "precision") if getattr(args, k)}
+    if scale_out:
+        recipe = dataclasses.replace(recipe, **scale_out)
     summary = run.train(recipe, verbose=2 if args.quiet else "auto", export=not args.no_export)
     print("\nValidation metrics (model vs trivial baseline):")
     print(summary.pop("table"))
@@ -141,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_args(sp)
     sp.add_argument("--no-export", action="store_true")
     sp.add_argument("--quiet", action="store_true", help="one line per epoch")
+    sp.add_argument(
+        "--strategy",
+        metavar="{default,mirrored,multi_worker,tpu}",
+        help="distribution strategy (multi_worker reads TF_CONFIG); see docs/scale_out.md",
+    )
+    sp.add_argument(
+        "--precision",
+        metavar="{float32,mixed_float16,mixed_bfloat16}",
+        help="dtype policy of the layers (losses, metrics and exports stay float32)",
+    )
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="evaluate trained weights on the validation split")
@@ -196,9 +212,18 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except Exception as err:
         from mtl_keras.training import NonFiniteLossError
+        from mtl_keras.training.distribute import WorkerLostError, WorkerTimeoutError
 
         if not isinstance(
-            err, (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError)
+            err,
+            (
+                ValueError,
+                FileNotFoundError,
+                FileExistsError,
+                NonFiniteLossError,
+                WorkerTimeoutError,
+                WorkerLostError,
+            ),
         ):
             raise
         print(f"error: {err}", file=sys.stderr)

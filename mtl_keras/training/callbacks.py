@@ -1,7 +1,9 @@
-"""Callbacks: atomic checkpoints, the non-finite-loss guard and TensorBoard image grids."""
+"""Callbacks: atomic checkpoints, the resume state, the non-finite-loss guard and image grids."""
 
 from __future__ import annotations
 
+import glob
+import json
 import math
 import os
 import tempfile
@@ -15,21 +17,163 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
+def _fsync_directory(directory: str) -> None:
+    """Make a rename inside ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _readable_temp_file(directory: str, suffix: str) -> str:
+    """A new hidden temporary file in ``directory`` with the permissions ``open`` would give."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    """Write ``text`` to ``path`` through a temporary file and a rename: all or nothing."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = _readable_temp_file(directory, ".txt")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_directory(directory)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 def atomic_save_weights(model: keras.Model, path: str) -> str:
     """Write ``model``'s weights to ``path`` (``.weights.h5``) so no reader sees a partial file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=directory)
-    os.close(fd)
+    tmp = _readable_temp_file(directory, ".weights.h5")
     try:
         model.save_weights(tmp, overwrite=True)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_directory(directory)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+class ResumeStateError(ValueError):
+    """A resume state exists but cannot be used for this run."""
+
+
+class TrainingBackup(keras.callbacks.Callback):
+    """Resume state of a run: everything needed to continue after a crash, written atomically.
+
+    At the end of every epoch the model's weights, which include the optimizer's variables
+    (moments, iteration count, loss scale) and the balancer's state, are written to
+    ``<directory>/epoch-NNNN.weights.h5`` through a temporary file and a rename; then
+    ``<directory>/state.json`` (the next epoch, that file's name and the run's fingerprint) is
+    replaced the same way; only then are older weight files removed. A reader follows
+    ``state.json`` and so only ever sees a complete pair, whenever the writer was killed.
+
+    :meth:`restore` loads the state into a built model (optimizer built too) and returns the
+    epoch to continue from; pass it to ``fit(initial_epoch=...)`` and skip that many epochs of
+    data (see :func:`mtl_keras.training.run.train`). Unlike ``keras.callbacks.BackupAndRestore``,
+    weights and epoch are replaced together, and a state written by a different recipe is refused.
+
+    Under a multi-worker strategy only the chief writes (``write=False`` elsewhere); every worker
+    restores from the same directory, so it must be on a filesystem they share.
+
+    Args:
+        directory: where the state lives (nothing else should be written there).
+        fingerprint: JSON-able description of the run (e.g. the recipe); a state written with
+            another fingerprint is refused with the differing keys named.
+        write: whether this process writes the state.
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, directory: str, *, fingerprint: dict | None = None, write: bool = True):
+        super().__init__()
+        self.directory = directory
+        self.fingerprint = json.loads(json.dumps(fingerprint or {}, default=str))
+        self.write = write
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.directory, self.STATE)
+
+    def read_state(self) -> dict | None:
+        """The current state record, or None when there is none."""
+        if not os.path.exists(self.state_path):
+            return None
+        with open(self.state_path) as f:
+            return json.load(f)
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the saved state into ``model`` and return the epoch to continue from (0: none)."""
+        state = self.read_state()
+        if state is None:
+            return 0
+        differ = sorted(
+            k
+            for k in set(self.fingerprint) | set(state.get("fingerprint", {}))
+            if self.fingerprint.get(k) != state.get("fingerprint", {}).get(k)
+        )
+        if differ:
+            raise ResumeStateError(
+                f"the resume state in {self.directory} was written by a run that differs in "
+                f"{differ}; rerun with the same settings to resume, or delete {self.directory} "
+                "to start afresh"
+            )
+        path = os.path.join(self.directory, state["weights"])
+        try:
+            model.load_weights(path)
+        except (OSError, ValueError) as err:
+            raise ResumeStateError(
+                f"cannot load the resume state {path} into this model ({err}); delete "
+                f"{self.directory} to start afresh"
+            ) from None
+        return int(state["epoch"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.write:
+            return
+        name = f"epoch-{epoch + 1:04d}.weights.h5"
+        atomic_save_weights(self.model, os.path.join(self.directory, name))
+        record = {"epoch": epoch + 1, "weights": name, "fingerprint": self.fingerprint}
+        atomic_write_text(self.state_path, json.dumps(record, indent=2))
+        for old in glob.glob(os.path.join(self.directory, "epoch-*.weights.h5")):
+            if os.path.basename(old) != name:
+                os.remove(old)
+        for stale in glob.glob(os.path.join(self.directory, ".tmp-*")):
+            os.remove(stale)  # left by a writer killed mid-write
+
+    def clear(self) -> None:
+        """Remove the state (after a run completed)."""
+        if not self.write or not os.path.isdir(self.directory):
+            return
+        if os.path.exists(self.state_path):
+            os.remove(self.state_path)
+        for path in glob.glob(os.path.join(self.directory, "*")) + glob.glob(
+            os.path.join(self.directory, ".tmp-*")
+        ):
+            os.remove(path)
+        os.rmdir(self.directory)
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

@@ -20,6 +20,13 @@ global-batch gradient, which is what Keras 3's optimizer applies (it *sums* acro
 Per-task shared-variable gradients are all-reduced before the balancer runs, and representation
 Gramians are summed (the global Gramian of a batch split across replicas is the sum of the local
 ones), so every replica computes the same weights.
+
+Mixed precision: under ``mixed_float16`` Keras wraps the optimizer in a ``LossScaleOptimizer``.
+Every backward pass then runs on the loss times its dynamic scale (no float16 underflow), per-task
+gradients are divided by the scale before any balancer sees them (norms, Gramians and projections
+are of the true gradients) and the update is scaled back for the optimizer, which unscales it. A
+step with a non-finite gradient on any replica is skipped everywhere and leaves the balancer's
+state unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ import tensorflow as tf
 from mtl_keras import balancing
 from mtl_keras.architectures.base import is_auxiliary, sharing_of, task_of
 from mtl_keras.tasks import TaskSpec, resolve
+from mtl_keras.training.distribute import reducible_logs, symbolic_build_needed
+from mtl_keras.training.precision import loss_scale
 
 SOURCES = ("auto", "shared", "representation")
 
@@ -40,15 +49,46 @@ class LabelError(ValueError):
     """A batch's labels do not match the model's tasks or outputs."""
 
 
-def _gradient(tape, target, sources, output_gradients=None):
-    """``tape.gradient`` with zeros for unconnected sources.
+def _gradient(tape, target, sources, output_gradients=None, scale=None):
+    """``tape.gradient`` with zeros for unconnected sources; loss-scaled when ``scale`` is given.
 
+    With a loss scale (mixed float16), the backward pass runs on ``scale * target`` (the output
+    gradients are multiplied by it, in float32, before they are cast to the target's dtype), so
+    small gradients of float16 activations do not underflow; the results are divided by it in
+    float32, so callers always receive true, unscaled gradients.
     (``UnconnectedGradients.ZERO`` fails on Keras variables in TF 2.21 eager mode.)
     """
+    if scale is not None or output_gradients is not None:
+        output_gradients = _output_gradients(target, output_gradients, scale)
     grads = tape.gradient(target, sources, output_gradients=output_gradients)
-    return [
-        tf.zeros_like(tf.convert_to_tensor(s)) if g is None else g for g, s in zip(grads, sources)
-    ]
+    out = []
+    for g, s in zip(grads, sources):
+        if g is None:
+            g = tf.zeros_like(tf.convert_to_tensor(s))
+        elif scale is not None:
+            g = tf.cast(g, tf.float32) / scale
+        out.append(g)
+    return out
+
+
+def _output_gradients(target, output_gradients, scale):
+    """Output gradients (ones by default) times ``scale``, in each target's dtype."""
+    single = not isinstance(target, (list, tuple))
+    targets = [target] if single else list(target)
+    given = [output_gradients] if single else list(output_gradients or [None] * len(targets))
+    out = []
+    for t, o in zip(targets, given):
+        o = tf.ones_like(t, tf.float32) if o is None else tf.cast(o, tf.float32)
+        out.append(tf.cast(o if scale is None else o * scale, t.dtype))
+    return out[0] if single else out
+
+
+def _all_finite_on_every_replica(tensors) -> tf.Tensor:
+    """True when every element of ``tensors`` is finite on every replica."""
+    local = tf.reduce_all(
+        [tf.reduce_all(tf.math.is_finite(tf.cast(t, tf.float32))) for t in tensors]
+    )
+    return tf.equal(_replica_sum(1.0 - tf.cast(local, tf.float32)), 0.0)
 
 
 def _replica_mean(x):
@@ -205,6 +245,11 @@ class MultiTaskModel(keras.Model):
         callbacks = [*(callbacks or []), _BalancerEpochEnd()]
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 workaround (mtl_keras.training.distribute.symbolic_build_needed)
+        if symbolic_build_needed(self):
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def get_metrics_result(self):
         """Final logs from the (replica-summed) metric states, under the keys the steps log.
 
@@ -218,7 +263,7 @@ class MultiTaskModel(keras.Model):
         for t, spec in self._specs.items():
             for m in self._task_metrics[t]:
                 logs.update({spec.metric_id(k): v for k, v in m.result().items()})
-        return logs
+        return reducible_logs(logs)
 
     def _get_metrics_result_or_logs(self, logs):
         # Keras 3.15 only swaps in get_metrics_result() when its keys equal the step's keys;
@@ -290,6 +335,8 @@ class MultiTaskModel(keras.Model):
         x, y = data[0], data[1]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.trainable_variables
+        scale = loss_scale(self.optimizer)  # None unless mixed float16
+        state = None if scale is None else self._snapshot_balancer_state()
         persistent = self.balancer.level == "gradient"
         with tf.GradientTape(persistent=persistent) as tape:
             outputs, rep = self._forward_pass(x, training=True)
@@ -304,16 +351,22 @@ class MultiTaskModel(keras.Model):
                 )
                 objective = objective / replicas
         if self.balancer.level == "loss":
-            grads = tape.gradient(objective, variables)
+            # scaled by the loss scale when there is one: LossScaleOptimizer unscales them
+            grads = tape.gradient(objective, variables, output_gradients=scale)
         elif self.gradient_source == "representation":
             grads, weights = self._representation_step(
-                tape, per_task_losses, rep, global_losses, variables
+                tape, per_task_losses, rep, global_losses, variables, scale
             )
         else:
-            grads, weights = self._shared_step(tape, per_task_losses, global_losses, variables)
+            grads, weights = self._shared_step(
+                tape, per_task_losses, global_losses, variables, scale
+            )
         del tape
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
+        if scale is not None:
+            grads, finite = self._loss_scaled_update(grads, state, scale)
+        self.optimizer.apply(grads, variables)
         if self.balancer.needs_losses_after_step:
             # FAMO: losses of the same batch after the update (training mode, as the paper)
             after, _ = self.task_losses(y, self.network(x, training=True))
@@ -322,8 +375,36 @@ class MultiTaskModel(keras.Model):
                 tf.stop_gradient(_replica_sum(after / replicas)),
                 self.optimizer.iterations,
             )
+        if scale is not None:
+            self._restore_balancer_state_unless(finite, state)
         weighted_total = tf.reduce_sum(tf.stop_gradient(weights) * losses)
         return self._update_trackers(losses, terms, y, outputs, weighted_total, weights)
+
+    # ------------------------------------------------------------------ loss scaling
+    def _snapshot_balancer_state(self):
+        return [
+            (v, tf.identity(tf.convert_to_tensor(v))) for v in self.balancer.non_trainable_variables
+        ]
+
+    def _loss_scaled_update(self, grads, state, scale):
+        """Gradients for ``LossScaleOptimizer.apply`` and whether the step is finite.
+
+        Loss-level gradients arrive scaled; gradient-level ones were unscaled for the balancer
+        and are scaled back here (the scale is a power of two: exact). The step is finite only
+        if every gradient and the balancer's new state are finite on *every* replica; otherwise
+        all replicas hand NaN gradients to the optimizer, so all of them skip the step and halve
+        the scale together (the optimizer alone would look at the first replica only).
+        """
+        if self.balancer.level == "gradient":
+            grads = [tf.cast(tf.cast(g, tf.float32) * scale, g.dtype) for g in grads]
+        finite = _all_finite_on_every_replica([*grads, *(v for v, _ in state)])
+        poison = tf.where(finite, 0.0, float("nan"))
+        return [g + tf.cast(poison, g.dtype) for g in grads], finite
+
+    def _restore_balancer_state_unless(self, finite, state) -> None:
+        """A step skipped by loss scaling leaves the balancer's state as it was."""
+        for v, before in state:
+            v.assign(tf.where(finite, tf.convert_to_tensor(v), before))
 
     def _combine(self, per_task, weights, shared_ids, variables):
         """Per variable: ``sum_i w_i g_i`` if shared, ``sum_i c_i g_i`` if task-specific."""
@@ -336,7 +417,7 @@ class MultiTaskModel(keras.Model):
             )
         return out
 
-    def _representation_step(self, tape, scaled, rep, global_losses, variables):
+    def _representation_step(self, tape, scaled, rep, global_losses, variables, scale=None):
         """MGDA-UB style: balance the gradients of the shared representation ``z``.
 
         Per task, one backward pass through the heads gives ``dL_i/dz`` and the task's gradient of
@@ -346,14 +427,14 @@ class MultiTaskModel(keras.Model):
         """
         if self.balancer.transforms_representation:
             return self._transformed_representation_step(
-                tape, scaled, rep, global_losses, variables
+                tape, scaled, rep, global_losses, variables, scale
             )
         up_ids = {id(v) for v in self._sharing.representation_variables}
         up = [v for v in variables if id(v) in up_ids]
         down = [v for v in variables if id(v) not in up_ids]
         gz, per_task = [], []
         for i in range(len(self.task_names)):
-            g = _gradient(tape, scaled[i], [*rep, *down])
+            g = _gradient(tape, scaled[i], [*rep, *down], scale=scale)
             gz.append(g[: len(rep)])
             per_task.append(g[len(rep) :])
         z = tf.stack(
@@ -370,12 +451,14 @@ class MultiTaskModel(keras.Model):
             tf.add_n([weights[i] * tf.cast(g[k], tf.float32) for i, g in enumerate(gz)])
             for k in range(len(rep))
         ]
-        up_grads = _gradient(tape, rep, up, [tf.cast(g, r.dtype) for g, r in zip(rep_grad, rep)])
+        up_grads = _gradient(tape, rep, up, rep_grad, scale)
         by_id = {id(v): g for v, g in zip(down, down_grads)}
         by_id.update({id(v): g for v, g in zip(up, up_grads)})
         return [tf.cast(by_id[id(v)], v.dtype) for v in variables], weights
 
-    def _transformed_representation_step(self, tape, scaled, rep, global_losses, variables):
+    def _transformed_representation_step(
+        self, tape, scaled, rep, global_losses, variables, scale=None
+    ):
         """Methods that rewrite the representation gradient itself (GradDrop).
 
         One backward pass: the targets are every task loss (so heads get ``sum_i g_i``) plus the
@@ -383,19 +466,21 @@ class MultiTaskModel(keras.Model):
         gradient into ``J_z^T out``.
         """
         t = len(self.task_names)
-        task_grads = [tf.stack([_gradient(tape, scaled[i], [r])[0] for i in range(t)]) for r in rep]
+        task_grads = [
+            tf.stack([_gradient(tape, scaled[i], [r], scale=scale)[0] for i in range(t)])
+            for r in rep
+        ]
         out = self.balancer.representation_gradients(
             task_grads, rep, global_losses, self.optimizer.iterations, replica_sum=_replica_sum
         )
         corrections = [
-            tf.cast(o, r.dtype) - tf.reduce_sum(g, 0) for o, g, r in zip(out, task_grads, rep)
+            tf.cast(tf.cast(o, r.dtype), tf.float32) - tf.cast(tf.reduce_sum(g, 0), tf.float32)
+            for o, g, r in zip(out, task_grads, rep)
         ]
-        grads = _gradient(
-            tape, [*scaled, *rep], variables, [*[tf.ones([]) for _ in range(t)], *corrections]
-        )
+        grads = _gradient(tape, [*scaled, *rep], variables, [*[None] * t, *corrections], scale)
         return grads, tf.ones([t], tf.float32)
 
-    def _shared_step(self, tape, scaled, global_losses, variables):
+    def _shared_step(self, tape, scaled, global_losses, variables, scale=None):
         """Balance the per-task gradients of the shared variables (T backward passes).
 
         Shared-variable gradients are all-reduced over replicas before the balancer runs; the
@@ -403,7 +488,9 @@ class MultiTaskModel(keras.Model):
         sums replicas' gradients.
         """
         shared_ids = {id(v) for v in self._sharing.shared_variables}
-        per_task = [_gradient(tape, scaled[i], variables) for i in range(len(self.task_names))]
+        per_task = [
+            _gradient(tape, scaled[i], variables, scale=scale) for i in range(len(self.task_names))
+        ]
         shared_idx = [j for j, v in enumerate(variables) if id(v) in shared_ids]
         # per shared variable, the (T, ...) stack of task gradients of the global batch
         reduced = _replica_sum(
@@ -465,10 +552,10 @@ class MultiTaskModel(keras.Model):
             logs.update({m.name: m.result() for m in self._weight_trackers.values()})
             logs["learning_rate"] = tf.convert_to_tensor(self.optimizer.learning_rate)
         if training and not self.train_metrics:
-            return logs
+            return reducible_logs(logs)
         for t, spec in self._specs.items():
             pred = spec.activate(outputs[t])
             for m in self._task_metrics[t]:
                 m.update_state(y[t], pred)
                 logs.update({spec.metric_id(k): v for k, v in m.result().items()})
-        return logs
+        return reducible_logs(logs)

@@ -12,6 +12,8 @@ import json
 from typing import Any
 
 from mtl_keras.tasks import available as available_tasks
+from mtl_keras.training.distribute import STRATEGIES
+from mtl_keras.training.precision import PRECISIONS
 
 
 @dataclasses.dataclass
@@ -21,6 +23,10 @@ class Recipe:
     The defaults follow the survey's recipe (Adam, lr 1e-4, weight decay 1e-4, poly schedule with
     power 0.9, batch 8; Vandenhende et al., TPAMI 2022, Sec. 5) except the learning rate, which the
     small from-scratch models here train faster with.
+
+    ``seed`` seeds initialisation, shuffling and stochastic balancers (``data_seed`` the synthetic
+    scenes); ``deterministic`` also turns on TensorFlow's op determinism. ``strategy``,
+    ``precision``, ``worker_timeout`` and ``resume`` are described in ``docs/scale_out.md``.
     """
 
     name: str
@@ -55,8 +61,13 @@ class Recipe:
     epochs: int = 10
     steps_per_epoch: int | None = None
     seed: int = 0
+    deterministic: bool = False
     jit_compile: Any = "auto"
+    precision: str = "float32"
+    # scale-out and resilience (docs/scale_out.md)
     strategy: str = "default"
+    worker_timeout: float = 120.0
+    resume: bool = True
     # outputs
     run_dir: str = "runs"
     export_dir: str = "saved_models"
@@ -75,6 +86,21 @@ class Recipe:
             )
         if len(self.image_size) != 2:
             raise ValueError(f"image_size must be (height, width), got {self.image_size}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"recipe {self.name!r}: unknown strategy {self.strategy!r}; valid: "
+                f"{', '.join(STRATEGIES)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"recipe {self.name!r}: unknown precision {self.precision!r}; valid: "
+                f"{', '.join(PRECISIONS)}"
+            )
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(
+                f"recipe {self.name!r}: batch_size must be a positive integer (the global batch, "
+                f"split over all replicas), got {self.batch_size!r}"
+            )
 
     @property
     def output_dir(self) -> str:

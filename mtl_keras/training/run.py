@@ -1,28 +1,55 @@
-"""Running a recipe: build, train with ``model.fit``, evaluate, compare, export."""
+"""Running a recipe: build, train with ``model.fit``, evaluate, compare, export.
+
+A run is reproducible and resumable: the recipe's ``seed`` flows to initialisation, shuffling
+and stochastic balancers; the training stream is one seeded sequence of epochs, so a run resumed
+from its :class:`~mtl_keras.training.callbacks.TrainingBackup` after a crash skips exactly the
+epochs already trained and ends with the weights of an uninterrupted run.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import random
+import re
+import shutil
+import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mtl_keras import architectures, data
+from mtl_keras import architectures, balancing, data
 from mtl_keras.export import export_saved_model
 from mtl_keras.metrics import count_flops, count_params, delta_mtl, load_baselines, write_results
 from mtl_keras.tasks import TaskSpec, resolve
+from mtl_keras.training import distribute
 from mtl_keras.training.callbacks import (
     AtomicCheckpoint,
     NonFiniteLossGuard,
     PredictionImages,
+    TrainingBackup,
+    atomic_write_text,
 )
+from mtl_keras.training.distribute import make_strategy
 from mtl_keras.training.model import MultiTaskModel
+from mtl_keras.training.precision import precision_policy
 from mtl_keras.training.recipe import Recipe
 
-STRATEGIES = ("default", "mirrored")
+#: Recipe fields that do not change the trained weights: a resume state ignores them.
+NOT_IN_FINGERPRINT = (
+    "run_dir",
+    "export_dir",
+    "export_version",
+    "baselines",
+    "image_summaries",
+    "strategy",
+    "worker_timeout",
+    "resume",
+    "deterministic",
+    "jit_compile",
+)
 
 
 def set_seed(seed: int) -> None:
@@ -30,14 +57,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
 
 
 def resolve_jit(value) -> bool:
@@ -104,19 +123,35 @@ def make_optimizer(recipe: Recipe, total_steps: int) -> keras.optimizers.Optimiz
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid: adam, sgd")
 
 
+def balancer_kwargs(recipe: Recipe) -> dict:
+    """The recipe's balancer arguments, with ``seed=recipe.seed`` for stochastic balancers.
+
+    Stochastic balancers (RLW, PCGrad, GradDrop, GradVac) draw from ``(seed, step)``; without an
+    explicit seed they would pick a random one, so the recipe's seed is passed unless the
+    recipe's ``balancer_kwargs`` set one.
+    """
+    kwargs = dict(recipe.balancer_kwargs)
+    balancer_type = type(balancing.get(recipe.balancer, **kwargs))
+    if "seed" in inspect.signature(balancer_type).parameters and "seed" not in kwargs:
+        kwargs["seed"] = recipe.seed
+    return kwargs
+
+
 def build_model(recipe: Recipe, specs: dict[str, TaskSpec], steps: int) -> MultiTaskModel:
-    """Network, trainer and optimizer (inside the current strategy's scope)."""
+    """Network, trainer and built optimizer (call inside the strategy's scope and the recipe's
+    precision policy, see :func:`train`)."""
     network = build_network(recipe, specs)
     model = MultiTaskModel(
         network,
         list(specs.values()),
         recipe.balancer,
-        balancer_kwargs=recipe.balancer_kwargs,
+        balancer_kwargs=balancer_kwargs(recipe),
         gradient_source=recipe.gradient_source,
     )
     model.compile(
         optimizer=make_optimizer(recipe, steps), jit_compile=resolve_jit(recipe.jit_compile)
     )
+    distribute.build_optimizer_in_scope(model)
     return model
 
 
@@ -162,22 +197,82 @@ def evaluate_model(model: MultiTaskModel, val: tf.data.Dataset) -> dict:
     return {k: float(np.mean(v)) for k, v in logs.items()}
 
 
-def train(recipe: Recipe, *, verbose: int | str = "auto", export: bool = True) -> dict:
-    """Run a recipe end to end; returns a summary dict (metrics, baseline, paths)."""
+def fingerprint(recipe: Recipe) -> dict:
+    """The recipe fields that determine the trained weights (what a resume state must match)."""
+    return {k: v for k, v in recipe.to_dict().items() if k not in NOT_IN_FINGERPRINT}
+
+
+def steps_per_epoch(recipe: Recipe, train_ds: tf.data.Dataset) -> int:
+    """The recipe's ``steps_per_epoch``, else the number of batches in one pass of the data."""
+    if recipe.steps_per_epoch:
+        return int(recipe.steps_per_epoch)
+    steps = int(train_ds.cardinality())
+    if steps == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            f"recipe {recipe.name!r}: the training data repeats forever; set steps_per_epoch"
+        )
+    if steps < 0:  # unknown: count one pass
+        steps = int(train_ds.reduce(0, lambda n, _: n + 1))
+    if steps == 0:
+        raise ValueError(
+            f"recipe {recipe.name!r}: the training data has no full batch of "
+            f"batch_size={recipe.batch_size}; lower batch_size or add examples"
+        )
+    return steps
+
+
+def train(
+    recipe: Recipe,
+    *,
+    verbose: int | str = "auto",
+    export: bool = True,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> dict:
+    """Run a recipe end to end; returns a summary dict (metrics, baseline, paths).
+
+    The strategy is created first (a multi-worker strategy must exist before any TensorFlow
+    operation runs). With ``recipe.resume`` (the default) a run killed part-way continues, when
+    started again with the same recipe, from the end of its last complete epoch and ends with the
+    weights of an uninterrupted run; the resume state is removed once the run has finished.
+    Under a multi-worker strategy every worker trains, but only the chief writes files.
+
+    Args:
+        recipe: the experiment.
+        verbose: Keras ``fit`` verbosity.
+        export: write a SavedModel at the end (chief only).
+        callbacks: extra Keras callbacks for ``fit``.
+    """
+    strategy = make_strategy(recipe.strategy, worker_timeout=recipe.worker_timeout)
+    distribute.check_batch_size(recipe.batch_size, strategy)
+    if recipe.deterministic:
+        tf.config.experimental.enable_op_determinism()
     set_seed(recipe.seed)
-    strategy = make_strategy(recipe.strategy)
+    chief = distribute.is_chief(strategy)
+    # non-chief workers write their (identical) logs and checkpoints to a private folder
+    out = recipe.output_dir if chief else tempfile.mkdtemp(prefix="mtl-keras-worker-")
+    try:
+        with precision_policy(recipe.precision):
+            return _train(recipe, strategy, out, chief, verbose, export, callbacks or [])
+    finally:
+        if not chief:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks) -> dict:
     bundle = load_data(recipe)
     specs = task_specs(recipe, bundle.task_options)
-    steps_per_epoch = recipe.steps_per_epoch or int(bundle.train.cardinality())
-    total = steps_per_epoch * recipe.epochs
-    out = recipe.output_dir
+    steps = steps_per_epoch(recipe, bundle.train)
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "recipe.json"), "w") as f:
-        json.dump(recipe.to_dict(), f, indent=2, default=str)
+    atomic_write_text(
+        os.path.join(out, "recipe.json"), json.dumps(recipe.to_dict(), indent=2, default=str)
+    )
     with strategy.scope():
-        model = build_model(recipe, specs, total)
-    ckpt_dir = os.path.join(out, "checkpoints")
-    checkpoint = AtomicCheckpoint(ckpt_dir)
+        model = build_model(recipe, specs, steps * recipe.epochs)
+    backup = TrainingBackup(
+        os.path.join(recipe.output_dir, "backup"), fingerprint=fingerprint(recipe), write=chief
+    )
+    initial_epoch = backup.restore(model) if recipe.resume else 0
+    checkpoint = AtomicCheckpoint(os.path.join(out, "checkpoints"))
     images, labels = next(iter(bundle.val.take(1)))
     callbacks = [
         NonFiniteLossGuard(specs, checkpoint.path),
@@ -190,23 +285,41 @@ def train(recipe: Recipe, *, verbose: int | str = "auto", export: bool = True) -
             specs,
             recipe.image_summaries,
         ),
+        *extra_callbacks,
     ]
-    train_ds = bundle.train.repeat() if recipe.steps_per_epoch else bundle.train
-    model.fit(
-        train_ds,
-        validation_data=bundle.val,
-        epochs=recipe.epochs,
-        steps_per_epoch=recipe.steps_per_epoch,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
+    if recipe.resume:
+        callbacks.append(backup)
+    # one seeded stream of epochs: epoch k of every run (resumed or not) sees the same batches
+    stream = bundle.train.repeat().skip(initial_epoch * steps)
+    try:
+        model.fit(
+            stream,
+            validation_data=bundle.val,
+            initial_epoch=initial_epoch,
+            epochs=recipe.epochs,
+            steps_per_epoch=steps,
+            shuffle=False,  # the stream is shuffled (seeded) by the data pipeline
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as err:
+        if not distribute.is_multi_worker(strategy):
+            raise
+        state = backup.read_state()
+        reason = " ".join(re.sub(r"\{\{function_node [^}]*\}\}", "", str(err)).split()[:40])
+        raise distribute.WorkerLostError(
+            f"a worker stopped during training ({reason}); start every worker again with the "
+            f"same command to resume from epoch {state['epoch'] if state else 0}"
+        ) from None
     results = evaluate_model(model, bundle.val)
     baseline = trivial_baseline(specs, bundle.train_labels, bundle.val)
     summary = {
         "recipe": recipe.name,
         "metrics": results,
         "trivial_baseline": baseline,
-        "checkpoint": checkpoint.path,
+        "checkpoint": checkpoint.path if chief else None,
+        "resumed_from_epoch": initial_epoch,
+        "replicas": strategy.num_replicas_in_sync,
         **count_params(model.network),
         "flops": count_flops(model.network, (*recipe.image_size, 3)),
     }
@@ -214,13 +327,14 @@ def train(recipe: Recipe, *, verbose: int | str = "auto", export: bool = True) -
         summary["delta_mtl"] = delta_mtl(
             results, load_baselines(recipe.baselines), primary_metrics(specs)
         )
-    write_results(
-        os.path.join(out, "results.json"),
-        recipe.name,
-        results,
-        **{k: v for k, v in summary.items() if k not in ("metrics", "recipe")},
-    )
-    if export:
+    if chief:
+        write_results(
+            os.path.join(out, "results.json"),
+            recipe.name,
+            results,
+            **{k: v for k, v in summary.items() if k not in ("metrics", "recipe")},
+        )
+    if export and chief:
         summary["export"] = export_saved_model(
             model.network,
             specs,
@@ -229,5 +343,6 @@ def train(recipe: Recipe, *, verbose: int | str = "auto", export: bool = True) -
             image_size=recipe.image_size,
             version=recipe.export_version,
         )
+    backup.clear()
     summary["table"] = format_table(results, baseline, specs)
     return summary

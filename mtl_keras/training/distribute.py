@@ -1,0 +1,384 @@
+"""Distribution strategies chosen by name, ``TF_CONFIG`` validation and two Keras workarounds.
+
+``make_strategy(name)`` builds one of :data:`STRATEGIES`:
+
+* ``"default"``: the current (no-op) strategy, one device.
+* ``"mirrored"``: ``tf.distribute.MirroredStrategy`` over the local GPUs (or the CPU).
+* ``"multi_worker"``: ``tf.distribute.MultiWorkerMirroredStrategy`` over the workers of the
+  ``TF_CONFIG`` environment variable. The variable is validated first (a wrong one fails with a
+  message naming the problem) and the start-up waits at most ``worker_timeout`` seconds for every
+  worker to register, so an unreachable worker fails fast instead of hanging.
+* ``"tpu"``: ``tf.distribute.TPUStrategy`` on the TPU named by the ``TPU_NAME`` environment
+  variable (or the local one); see ``docs/scale_out.md``.
+
+Keras 3.15 needs two small workarounds under ``MultiWorkerMirroredStrategy`` (build the optimizer
+in the scope and skip ``fit``'s symbolic build; give step logs shape ``[1]``); they are the named
+functions at the end of this module, guarded by :data:`NEEDS_MULTI_WORKER_WORKAROUNDS` and
+exercised by the two-process test in ``tests/scale``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+import keras
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+#: Jobs of a MultiWorkerMirroredStrategy cluster, in task order (a chief, if any, comes first).
+TRAINING_JOBS = ("chief", "worker")
+
+TF_CONFIG_EXAMPLE = (
+    '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+    '"task": {"type": "worker", "index": 0}}'
+)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+#: True for the Keras releases measured to need the multi-worker workarounds (3.15.1). On a newer
+#: Keras they are skipped; ``tests/scale/test_multi_worker.py`` then tells whether that is right.
+NEEDS_MULTI_WORKER_WORKAROUNDS = _version(keras.__version__)[:2] <= (3, 15)
+
+
+class ClusterConfigError(ValueError):
+    """``TF_CONFIG`` is missing or does not describe a usable cluster."""
+
+
+class WorkerTimeoutError(RuntimeError):
+    """Some worker of the cluster did not register within the timeout."""
+
+
+class WorkerLostError(RuntimeError):
+    """A worker stopped (crashed, was killed or preempted) during multi-worker training."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    """The parts of ``TF_CONFIG`` a multi-worker run uses.
+
+    Attributes:
+        jobs: addresses (``host:port``) of each training job, e.g. ``{"worker": (a, b)}``.
+        task_type: this process's job (``"chief"`` or ``"worker"``).
+        task_index: this process's index within its job.
+    """
+
+    jobs: dict[str, tuple[str, ...]]
+    task_type: str
+    task_index: int
+
+    @property
+    def tasks(self) -> list[tuple[str, int, str]]:
+        """``(job, index, address)`` of every training task, chief first."""
+        return [(j, i, a) for j in TRAINING_JOBS for i, a in enumerate(self.jobs.get(j, ()))]
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def is_chief(self) -> bool:
+        """The chief if there is one, else worker 0: the process that writes files."""
+        first_job = self.tasks[0][0]
+        return self.task_type == first_job and self.task_index == 0
+
+    @property
+    def leader(self) -> str:
+        """TF device name of the task hosting the coordination service."""
+        job, index, _ = self.tasks[0]
+        return f"/job:{job}/replica:0/task:{index}"
+
+    def address_of(self, job: str, index: int) -> str:
+        return self.jobs[job][index]
+
+
+def _check_address(job: str, i: int, address) -> str:
+    where = f'TF_CONFIG cluster["{job}"][{i}]'
+    if not isinstance(address, str) or address.count(":") < 1:
+        raise ClusterConfigError(
+            f"{where} is {address!r}; expected a 'host:port' string such as '10.0.0.2:12345'"
+        )
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterConfigError(
+            f"{where} is {address!r}; expected 'host:port' with a port between 1 and 65535"
+        )
+    return address
+
+
+def parse_tf_config(raw: str | None) -> ClusterConfig:
+    """Validate a ``TF_CONFIG`` value for ``MultiWorkerMirroredStrategy``.
+
+    Args:
+        raw: the JSON text of ``TF_CONFIG`` (``None`` or empty when the variable is unset).
+
+    Returns:
+        the cluster's training jobs and this process's task.
+
+    Raises:
+        ClusterConfigError: naming what is missing or wrong and what was expected.
+
+    Example:
+        >>> c = parse_tf_config(
+        ...     '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}'
+        ... )
+        >>> c.num_workers, c.is_chief
+        (2, False)
+    """
+    if not raw or not raw.strip():
+        raise ClusterConfigError(
+            "strategy 'multi_worker' needs the TF_CONFIG environment variable on every worker, "
+            f"e.g. TF_CONFIG='{TF_CONFIG_EXAMPLE}' (same cluster everywhere, each worker its own "
+            "index); use --set strategy=mirrored for one machine"
+        )
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ClusterConfigError(
+            f"TF_CONFIG is not valid JSON ({err}); expected e.g. {TF_CONFIG_EXAMPLE}"
+        ) from None
+    if not isinstance(config, dict):
+        raise ClusterConfigError(
+            f"TF_CONFIG must be a JSON object, got {type(config).__name__}; expected e.g. "
+            f"{TF_CONFIG_EXAMPLE}"
+        )
+    cluster, task = config.get("cluster"), config.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise ClusterConfigError(
+            f"TF_CONFIG has no 'cluster' object (got {cluster!r}); expected e.g. "
+            f"{TF_CONFIG_EXAMPLE}"
+        )
+    other = sorted(set(cluster) - set(TRAINING_JOBS))
+    if other:
+        raise ClusterConfigError(
+            f"TF_CONFIG cluster has job(s) {other}; MultiWorkerMirroredStrategy trains with "
+            f"'chief' and 'worker' jobs only (no parameter servers or evaluators): remove them"
+        )
+    jobs = {}
+    for job in TRAINING_JOBS:
+        if job not in cluster:
+            continue
+        addresses = cluster[job]
+        if not isinstance(addresses, list) or not addresses:
+            raise ClusterConfigError(
+                f'TF_CONFIG cluster["{job}"] must be a non-empty list of "host:port" strings, '
+                f"got {addresses!r}"
+            )
+        jobs[job] = tuple(_check_address(job, i, a) for i, a in enumerate(addresses))
+    if len(jobs.get("chief", ())) > 1:
+        raise ClusterConfigError(
+            f"TF_CONFIG has {len(jobs['chief'])} chiefs; a cluster has at most one chief"
+        )
+    everything = [a for addresses in jobs.values() for a in addresses]
+    repeated = sorted({a for a in everything if everything.count(a) > 1})
+    if repeated:
+        raise ClusterConfigError(
+            f"TF_CONFIG lists address(es) {repeated} more than once; every task needs its own "
+            "host:port"
+        )
+    if not isinstance(task, dict):
+        raise ClusterConfigError(
+            f"TF_CONFIG has no 'task' object (got {task!r}); every worker needs its own, e.g. "
+            '"task": {"type": "worker", "index": 0}'
+        )
+    task_type, index = task.get("type"), task.get("index")
+    if task_type not in jobs:
+        raise ClusterConfigError(
+            f"TF_CONFIG task type is {task_type!r} but the cluster has jobs {sorted(jobs)}; "
+            "set task.type to one of them"
+        )
+    if (
+        isinstance(index, bool)
+        or not isinstance(index, int)
+        or not 0 <= index < len(jobs[task_type])
+    ):
+        raise ClusterConfigError(
+            f"TF_CONFIG task index is {index!r} but job {task_type!r} has "
+            f"{len(jobs[task_type])} task(s); use an integer from 0 to {len(jobs[task_type]) - 1}"
+        )
+    return ClusterConfig(jobs, task_type, index)
+
+
+def _configure_coordination(cluster: ClusterConfig, timeout: float) -> None:
+    """Make start-up wait at most ``timeout`` s for every task to register, then fail."""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    ctx.configure_coordination_service(
+        service_type="standalone",
+        service_leader=cluster.leader,
+        cluster_register_timeout_in_ms=int(timeout * 1000),
+        coordinated_jobs=[
+            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(addresses))
+            for job, addresses in cluster.jobs.items()
+        ],
+    )
+    # without the barrier only the leader's registration is bounded; with it every task fails
+    # with DeadlineExceeded when a peer is missing
+    ctx.coordination_service.cluster_register_with_barrier = True
+
+
+def _missing_tasks(message: str, cluster: ClusterConfig) -> list[str]:
+    names = []
+    for job, index in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", message):
+        if job in cluster.jobs and int(index) < len(cluster.jobs[job]):
+            name = f"{job} {index} ({cluster.address_of(job, int(index))})"
+            if (job, int(index)) != (cluster.task_type, cluster.task_index) and name not in names:
+                names.append(name)
+    return names
+
+
+def multi_worker_strategy(
+    tf_config: str | None = None, *, worker_timeout: float = 120.0
+) -> tf.distribute.MultiWorkerMirroredStrategy:
+    """``MultiWorkerMirroredStrategy`` from a validated ``TF_CONFIG``, failing fast.
+
+    Create it before any other TensorFlow operation runs in the process (TensorFlow's rule).
+
+    Args:
+        tf_config: the ``TF_CONFIG`` text (default: the environment variable).
+        worker_timeout: seconds to wait for every worker to register.
+
+    Raises:
+        ClusterConfigError: ``TF_CONFIG`` is missing or wrong.
+        WorkerTimeoutError: a worker did not register within ``worker_timeout`` seconds.
+    """
+    raw = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
+    cluster = parse_tf_config(raw)
+    if worker_timeout <= 0:
+        raise ValueError(f"worker_timeout must be > 0 seconds, got {worker_timeout}")
+    _configure_coordination(cluster, worker_timeout)
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({j: list(a) for j, a in cluster.jobs.items()}),
+        task_type=cluster.task_type,
+        task_id=cluster.task_index,
+        rpc_layer="grpc",
+    )
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as err:
+        missing = _missing_tasks(str(err), cluster) or [
+            f"{j} {i} ({a})"
+            for j, i, a in cluster.tasks
+            if (j, i) != (cluster.task_type, cluster.task_index)
+        ]
+        raise WorkerTimeoutError(
+            f"{cluster.task_type} {cluster.task_index} "
+            f"({cluster.address_of(cluster.task_type, cluster.task_index)}) could not reach "
+            f"{', '.join(missing)} within worker_timeout={worker_timeout:g} s. Start every "
+            "worker of TF_CONFIG with the same cluster and its own task index, check that the "
+            "addresses are reachable from here (host names, ports, firewalls), or raise the "
+            "timeout (--set worker_timeout=600) when workers start far apart."
+        ) from None
+
+
+def tpu_strategy() -> tf.distribute.TPUStrategy:
+    """``TPUStrategy`` on the TPU named by ``TPU_NAME`` (the local TPU when unset)."""
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu=os.environ.get("TPU_NAME", "")
+        )
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"strategy 'tpu' found no TPU ({first}); run on a TPU VM or set TPU_NAME to the "
+            "TPU's name or grpc:// address, or choose --set strategy=default|mirrored"
+        ) from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def make_strategy(name: str, *, worker_timeout: float = 120.0) -> tf.distribute.Strategy:
+    """The strategy called ``name`` (one of :data:`STRATEGIES`).
+
+    Args:
+        name: ``"default"``, ``"mirrored"``, ``"multi_worker"`` or ``"tpu"``.
+        worker_timeout: for ``"multi_worker"``, seconds to wait for every worker at start-up.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return multi_worker_strategy(worker_timeout=worker_timeout)
+    if name == "tpu":
+        return tpu_strategy()
+    raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy | None = None) -> bool:
+    """True under a MultiWorkerMirroredStrategy spanning more than one worker."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
+        getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)()
+    )
+
+
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+    """Whether this process writes the run's files (always, except on non-chief workers)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return bool(getattr(strategy.extended, "should_checkpoint", True))
+
+
+def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> None:
+    """Fail unless the global batch splits evenly over the strategy's replicas."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size < 1 or batch_size % replicas:
+        lower = max(replicas, batch_size - batch_size % replicas)
+        raise ValueError(
+            f"batch_size={batch_size} (the global batch) does not split evenly over the "
+            f"{replicas} replicas of this {type(strategy).__name__}; use a multiple of "
+            f"{replicas}, e.g. --set batch_size={lower} or {lower + replicas}"
+        )
+
+
+# ---------------------------------------------------------------------- Keras 3.15 workarounds
+def build_optimizer_in_scope(model: keras.Model) -> None:
+    """Workaround 1, part 1: create the optimizer's variables now, inside the strategy scope.
+
+    Keras 3.15 otherwise builds the optimizer in ``fit``'s symbolic build, which fails under
+    ``MultiWorkerMirroredStrategy`` (see :func:`symbolic_build_needed`), or lazily inside the
+    distributed step, where variables cannot be created. Building it early is also what lets a
+    resume state (optimizer moments included) be loaded before ``fit``, so
+    :func:`mtl_keras.training.run.build_model` calls it on every Keras version.
+    """
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
+def symbolic_build_needed(model: keras.Model) -> bool:
+    """Workaround 1, part 2: whether ``fit`` must run Keras's symbolic build first.
+
+    Under a distribution strategy Keras 3.15's ``fit`` pulls one batch and all-reduces it
+    (``strategy.reduce(MEAN, batch)``) to build unbuilt state symbolically, even when nothing is
+    unbuilt; under ``MultiWorkerMirroredStrategy`` that reduction fails converting a
+    ``PerReplica`` batch. A model whose layers and optimizer are built, with no compiled losses
+    or metrics, has nothing to build, so :class:`~mtl_keras.training.MultiTaskModel` skips it.
+    """
+    if not NEEDS_MULTI_WORKER_WORKAROUNDS:
+        return True
+    compiled = [getattr(model, "_compile_metrics", None), getattr(model, "_compile_loss", None)]
+    return (
+        not all(layer.built for layer in model._flatten_layers())
+        or any(c is not None and not c.built for c in compiled)
+        or (model.optimizer is not None and not model.optimizer.built)
+    )
+
+
+def reducible_logs(logs: dict) -> dict:
+    """Workaround 2: give step logs shape ``[1]`` under a multi-worker strategy.
+
+    Keras 3.15 reduces a multi-worker step's logs with ``strategy.reduce(MEAN, v, axis=0)``,
+    which fails on scalars ("Invalid reduction dimension 0"); a ``[1]`` vector reduces to the
+    same mean. Anywhere else, and on Keras releases not known to need it, logs are unchanged.
+    """
+    if not NEEDS_MULTI_WORKER_WORKAROUNDS or not is_multi_worker():
+        return logs
+    return {k: tf.reshape(v, [1]) for k, v in logs.items()}

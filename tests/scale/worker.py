@@ -1,0 +1,110 @@
+"""One training process of the scale-out tests: ``python -m tests.scale.worker OUT [KEY=VALUE...]``.
+
+Trains :data:`TINY` (with the ``KEY=VALUE`` overrides, as ``mtl-keras train --set``) through
+:func:`mtl_keras.training.run.train`, then writes the network's and the optimizer's final
+variables to ``OUT`` (``.npz``) and the run summary to ``OUT + ".json"``. With
+``MTL_KERAS_TEST_KILL_AT=EPOCH:STEP`` in the environment the process SIGKILLs itself after that
+training step (both counted from 1): a crash with no chance to clean up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mtl_keras.training import run  # noqa: E402
+from mtl_keras.training.recipe import Recipe  # noqa: E402
+
+#: Two tasks, a 32 px ResNet-10 of width 8 and conv heads, 2 epochs of 2 steps of 4 images;
+#: GradVac: stochastic (seeded partner orders), stateful (EMA targets), gradient level.
+TINY = {
+    "name": "scale",
+    "tasks": ("semseg", "depth"),
+    "image_size": (32, 32),
+    "train_examples": 8,
+    "val_examples": 4,
+    "batch_size": 4,
+    "epochs": 2,
+    "backbone": "resnet10",
+    "backbone_kwargs": {"width": 8, "output_stride": 8},
+    "head": "conv",
+    "head_kwargs": {"filters": 8, "num_convs": 1},
+    "balancer": "gradvac",
+    "optimizer": "sgd",
+    "learning_rate": 0.05,
+    "deterministic": True,
+    "image_summaries": 1,
+}
+
+
+def tiny_recipe(overrides=()) -> Recipe:
+    return Recipe(**TINY).with_overrides(list(overrides))
+
+
+class KillAt(keras.callbacks.Callback):
+    """SIGKILLs this process after training step ``step`` of epoch ``epoch`` (from 1)."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__()
+        self.epoch, self.step, self._current = epoch, step, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self._current, batch + 1) == (self.epoch, self.step):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def final_state(model) -> dict[str, np.ndarray]:
+    arrays = {
+        f"net/{i}/{v.name}": keras.ops.convert_to_numpy(v)
+        for i, v in enumerate(model.network.weights)
+    }
+    arrays.update(
+        {
+            f"opt/{i}/{v.name}": keras.ops.convert_to_numpy(v)
+            for i, v in enumerate(model.optimizer.variables)
+        }
+    )
+    arrays.update(
+        {
+            f"bal/{i}/{v.name}": keras.ops.convert_to_numpy(v)
+            for i, v in enumerate(model.balancer.weights)
+        }
+    )
+    return arrays
+
+
+class SaveAtEnd(keras.callbacks.Callback):
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def on_train_end(self, logs=None):
+        np.savez(self.path, **final_state(self.model))
+
+
+def main(argv: list[str]) -> int:
+    out, overrides = argv[0], argv[1:]
+    callbacks = [SaveAtEnd(out)]
+    kill_at = os.environ.get("MTL_KERAS_TEST_KILL_AT")
+    if kill_at:
+        callbacks.append(KillAt(*(int(v) for v in kill_at.split(":"))))
+    summary = run.train(tiny_recipe(overrides), verbose=0, export=False, callbacks=callbacks)
+    summary.pop("table")
+    with open(out + ".json", "w") as f:
+        json.dump(summary, f, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
