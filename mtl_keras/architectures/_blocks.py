@@ -5,11 +5,12 @@
   after the other, so soft-sharing models can mix task columns between stages and branched
   models can give each group of tasks its own copy of a stage;
 * independent **copies** of a backbone (:func:`backbone_copies`) and the per-task columns of the
-  soft-sharing models, mixed between stages (:func:`task_columns`);
+  soft-sharing models, mixed between stages (:func:`task_columns`, :func:`column_pyramids`);
 * **replaying** a functional graph on new tensors with a replacement for every layer call
   (:func:`replay`), which ASTMT uses to wrap shared layers with task-specific modules;
-* task heads on a pyramid (:func:`pyramid_heads`) and the ``lr_multiplier`` re-parametrisation
-  of mixing weights (:class:`ScaledWeight`).
+* task heads on a pyramid (:func:`pyramid_heads`);
+* the ``lr_multiplier`` re-parametrisation of mixing weights (:class:`ScaledWeight`) and the
+  common part of the cross-stitch and NDDR units (:class:`TaskMixingUnit`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 import keras
 
 from mtl_keras import backbones
+from mtl_keras.architectures.base import ImageNormalization
 from mtl_keras.architectures.hard_sharing import HEAD_FEATURES, task_head
 from mtl_keras.tasks import TaskSpec
 
@@ -179,19 +181,32 @@ def task_columns(
     specs: Mapping[str, TaskSpec],
     backbone: str | keras.Model,
     backbone_kwargs: Mapping | None,
-    inputs,
+    image,
     mix_after: Sequence[str],
     mix: Callable[[str, list], list],
     argument: str,
 ) -> tuple[StageLayout, dict[str, list[list]]]:
     """Run one backbone copy per task stage by stage, mixing the columns after ``mix_after``.
 
-    ``mix(tag, tensors)`` receives the T tasks' tensors at one stage output (``tag`` is the stage
-    name, with ``_branch{i}`` for HRNet branches) and returns the T replacements.
+    The soft-sharing networks (cross-stitch, sluice, NDDR-CNN) differ only in ``mix``.
+
+    Args:
+        specs: the tasks; one column (nested stage models ``f"{task}_{stage}"``) per task.
+        backbone: registered backbone name (built once per task) or a built backbone (cloned
+            per task with its weights), see :func:`backbone_copies`.
+        backbone_kwargs: arguments of the backbone builder.
+        image: the raw image input; it is normalised once (layer ``normalize``) and fed to
+            every column.
+        mix_after: stages followed by a call of ``mix``.
+        mix: ``mix(tag, tensors)`` receives the T tasks' tensors at one stage output (``tag`` is
+            the stage name, with ``_branch{i}`` for HRNet branches) and returns the T
+            replacements.
+        argument: the builder's name for ``mix_after``, used in the error for unknown stages.
 
     Returns:
         The layout and, per task, the (mixed) output tensors of every stage.
     """
+    inputs = ImageNormalization(name="normalize")(image)
     columns = backbone_copies(backbone, backbone_kwargs, len(specs))
     layout = stage_layout(columns[0])
     mix_after = check_stages(mix_after, layout, argument)
@@ -213,7 +228,12 @@ def task_columns(
 
 
 def column_pyramids(layout: StageLayout, per_stage: Mapping[str, list[list]]) -> dict[str, dict]:
-    """``{task: {level: tensor}}`` from the per-stage outputs of :func:`task_columns`."""
+    """``{task: {level: tensor}}`` from each task's per-stage output tensors.
+
+    ``per_stage[task][k]`` lists the outputs of stage ``k`` of the task's column (as
+    :func:`task_columns` returns them, or the tree nodes of a branched network); the levels are
+    picked by ``layout.pyramid``.
+    """
     return {
         t: {level: outs[k][pos] for level, (k, pos) in layout.pyramid.items()}
         for t, outs in per_stage.items()
@@ -304,6 +324,63 @@ class ScaledWeight:
         """The stored variable value ``v = w / s`` for an initial ``w``."""
         return value / self.scale
 
+    def add_to(self, layer: keras.Layer, init, name: str):
+        """Add to ``layer`` the variable ``name`` of a weight whose initial value is ``init``.
+
+        The variable has ``init``'s shape and stores :meth:`stored` ``(init)``; ``layer`` reads
+        the effective weight as ``self(variable)``.
+        """
+        return layer.add_weight(
+            shape=init.shape,
+            initializer=keras.initializers.Constant(self.stored(init)),
+            name=name,
+        )
+
     def __call__(self, variable):
         """The effective weight ``w = s * v``."""
         return variable * self.scale
+
+
+class TaskMixingUnit(keras.layers.Layer):
+    """Base of the layers that mix T same-shaped task features into T outputs (cross-stitch, NDDR).
+
+    A subclass creates its mixing weight in ``build`` (:meth:`task_channels` checks the inputs,
+    ``self._scaled.add_to(self, init, name)`` adds the weight, see :class:`ScaledWeight`) and
+    computes the T outputs in ``call``; inputs and outputs are lists of T tensors ``(B, H, W, C)``.
+
+    Args:
+        alpha: initial weight of a task's own features.
+        beta: initial weight of every other task's features.
+        lr_multiplier: learning-rate multiplier of the mixing weight under SGD
+            (re-parametrisation).
+    """
+
+    def __init__(self, alpha: float = 0.9, beta: float = 0.1, lr_multiplier: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha, self.beta, self.lr_multiplier = float(alpha), float(beta), float(lr_multiplier)
+        self._scaled = ScaledWeight(self.lr_multiplier)
+
+    def task_channels(self, input_shape, unit: str) -> tuple[int, int]:
+        """``(T, C)``: the number of inputs and their common channel count.
+
+        ``unit`` names the unit in the error message (``"cross-stitch"``).
+
+        Raises:
+            ValueError: the inputs differ in channels.
+        """
+        shapes = list(input_shape)
+        channels = {tuple(s)[-1] for s in shapes}
+        if len(channels) != 1:
+            raise ValueError(f"{unit} inputs must have the same channels, got shapes {shapes}")
+        return len(shapes), channels.pop()
+
+    def compute_output_shape(self, input_shape):
+        return list(input_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "lr_multiplier": self.lr_multiplier,
+        }

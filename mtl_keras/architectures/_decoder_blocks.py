@@ -9,9 +9,13 @@ initial predictions refine each other. Their builders share:
 * :func:`encode`: normalisation, backbone, chosen pyramid levels;
 * :func:`fuse_levels` (HRNet's multi-scale fusion) and :func:`fpn_neck` (a feature pyramid for
   ResNets), which run on the encoder side of the :class:`SharedRepresentation` marker;
+  :func:`fused_representation` (PAD-Net's and PAP-Net's shared representation: the levels fused
+  and marked);
 * residual blocks (:func:`basic_block`, :func:`bottleneck_block`), :func:`spatial_attention`,
   :func:`squeeze_excitation` and :func:`multimodal_distillation` (PAD-Net's distillation unit,
-  also used per scale by MTI-Net).
+  also used per scale by MTI-Net);
+* :func:`task_prediction`: two residual blocks and a classifier, the initial, per-scale and
+  final task heads of PAD-Net, PAP-Net and MTI-Net.
 
 Every layer is named after the task it belongs to (``f"{task}_{block}"``) so checkpoints and
 ``get_layer`` stay stable.
@@ -26,6 +30,7 @@ import keras
 from mtl_keras import backbones
 from mtl_keras.architectures.base import ImageNormalization, SharedRepresentation
 from mtl_keras.heads.simple import ResizeLike
+from mtl_keras.tasks import resolve
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -55,6 +60,18 @@ def decoder_options(arch: str, head: str, head_kwargs: Mapping | None, defaults:
             f"defaults: {dict(defaults)}"
         )
     return {**defaults, **given}
+
+
+def auxiliary_specs(specs: Mapping, auxiliary_tasks, task_options: Mapping | None) -> dict:
+    """TaskSpecs of the auxiliary tasks, which must differ from the main ``specs``."""
+    aux = resolve(list(auxiliary_tasks), task_options) if auxiliary_tasks else {}
+    both = sorted(set(aux) & set(specs))
+    if both:
+        raise ValueError(
+            f"tasks {both} are both predicted and auxiliary; an auxiliary task has initial "
+            "predictions only, so list each task once"
+        )
+    return aux
 
 
 def encode(
@@ -146,6 +163,36 @@ def classifier(x, out_channels: int, name: str):
     return keras.layers.Conv2D(out_channels, 1, name=f"{name}_classifier")(x)
 
 
+def task_prediction(
+    x,
+    width: int,
+    out_channels: int,
+    name: str,
+    *,
+    block=bottleneck_block,
+    sync_batchnorm: bool = True,
+):
+    """Two residual blocks and a :func:`classifier`: a task's features and its raw prediction.
+
+    Layers are named ``f"{name}_block1_*"``, ``f"{name}_block2_*"`` and ``f"{name}_classifier"``.
+
+    Args:
+        x: the input features.
+        width: channels of the blocks, i.e. of the returned features.
+        out_channels: channels of the prediction (the task's output channels).
+        name: prefix of the layer names (e.g. ``f"{task}_initial"``).
+        block: :func:`bottleneck_block` (PAD-Net, PAP-Net) or :func:`basic_block` (MTI-Net).
+        sync_batchnorm: synchronise batch statistics across replicas.
+
+    Returns:
+        ``(features, prediction)``: the second block's output ``(B, h, w, width)`` and the
+        classifier's ``(B, h, w, out_channels)``, at the resolution of ``x``.
+    """
+    x = block(x, width, f"{name}_block1", sync_batchnorm=sync_batchnorm)
+    features = block(x, width, f"{name}_block2", sync_batchnorm=sync_batchnorm)
+    return features, classifier(features, out_channels, name)
+
+
 def spatial_attention(x, filters: int, name: str):
     """PAD-Net's attention-guided message: ``sigmoid(conv3x3(x)) * conv3x3(x)``.
 
@@ -173,22 +220,30 @@ def squeeze_excitation(x, name: str, ratio: int = 16):
     return keras.layers.Multiply(name=f"{name}_scale")([x, s])
 
 
-def multimodal_distillation(features: Mapping[str, keras.KerasTensor], suffix: str = "") -> dict:
+def multimodal_distillation(
+    features: Mapping[str, keras.KerasTensor],
+    suffix: str = "",
+    targets: Sequence[str] | None = None,
+) -> dict:
     """PAD-Net's multi-modal distillation: ``F_t + sum_{a != t} SA_{t<-a}(F_a)`` for every task.
 
-    Each task receives an attention-gated message from every other task (Xu et al., CVPR 2018,
-    Eq. 3); with a single task the features pass unchanged. Layers are named
+    Each target task receives an attention-gated message from every other task (Xu et al., CVPR
+    2018, Eq. 3); with a single task the features pass unchanged. Layers are named
     ``f"{t}{suffix}_from_{a}_*"``.
 
     Args:
-        features: ``{task: (B, h, w, C)}`` task features of equal shape.
+        features: ``{task: (B, h, w, C)}`` task features of equal shape (auxiliary tasks
+            included: they send messages).
         suffix: appended to the task name in layer names (e.g. ``"_s2"`` for a scale).
+        targets: the tasks that receive messages (default: all of ``features``); auxiliary tasks,
+            which have no final prediction, are left out.
 
     Returns:
-        ``{task: (B, h, w, C)}`` distilled features.
+        ``{task: (B, h, w, C)}`` distilled features of the targets.
     """
     out = {}
-    for t, x in features.items():
+    for t in features if targets is None else targets:
+        x = features[t]
         messages = [
             spatial_attention(features[a], x.shape[-1], f"{t}{suffix}_from_{a}")
             for a in features
@@ -214,6 +269,34 @@ def fuse_levels(levels: Sequence, name: str, *, sync_batchnorm: bool = True):
     ]
     x = keras.layers.Concatenate(name=f"{name}_concat")(resized)
     return conv_bn(x, x.shape[-1], 1, name, sync_batchnorm=sync_batchnorm)
+
+
+def fused_representation(
+    image: keras.KerasTensor,
+    backbone: str | keras.Model,
+    backbone_kwargs: Mapping | None,
+    levels: Sequence[str],
+    *,
+    sync_batchnorm: bool = True,
+) -> keras.KerasTensor:
+    """The chosen pyramid levels fused at the finest resolution, marked as shared.
+
+    :func:`encode`, then :func:`fuse_levels` (layers ``fuse_*``), then :func:`mark` (layer
+    ``shared_fused``, or ``f"shared_{level}"`` for a single level, which passes unfused). The
+    decoder input of PAD-Net and PAP-Net.
+
+    Args:
+        image: the raw image input.
+        backbone: registered backbone name or a built backbone returning a pyramid dict.
+        backbone_kwargs: arguments of the backbone builder.
+        levels: pyramid level names, finest first.
+        sync_batchnorm: synchronise batch statistics across replicas.
+    """
+    names = list(levels)
+    fused = fuse_levels(
+        encode(image, backbone, backbone_kwargs, names), "fuse", sync_batchnorm=sync_batchnorm
+    )
+    return mark(fused, "fused" if len(names) > 1 else names[0])
 
 
 def fpn_neck(levels: Sequence, channels: int, *, sync_batchnorm: bool = True) -> list:

@@ -31,6 +31,7 @@ import keras
 
 from mtl_keras.architectures._blocks import (
     backbone_copies,
+    column_pyramids,
     pyramid_heads,
     run_stage,
     stage_layout,
@@ -160,8 +161,6 @@ def build_branched(
                 for t in group:
                     per_task[t].append(tensors)
         node_out = outs
-    pyramids = {
-        t: {level: per_task[t][k][pos] for level, (k, pos) in layout.pyramid.items()} for t in names
-    }
+    pyramids = column_pyramids(layout, per_task)
     outputs = pyramid_heads(image, pyramids, specs, head, head_kwargs, features)
     return keras.Model(image, outputs, name=name)

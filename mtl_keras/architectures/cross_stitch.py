@@ -23,19 +23,18 @@ import numpy as np
 from keras import ops
 
 from mtl_keras.architectures._blocks import (
-    ScaledWeight,
+    TaskMixingUnit,
     column_pyramids,
     pyramid_heads,
     require_tasks,
     task_columns,
 )
-from mtl_keras.architectures.base import ImageNormalization
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.tasks import TaskSpec, resolve
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
-class CrossStitchUnit(keras.layers.Layer):
+class CrossStitchUnit(TaskMixingUnit):
     """Per-channel linear mixing of T same-shaped task features.
 
     Takes a list of T tensors ``(B, H, W, C)`` and returns the list
@@ -53,26 +52,11 @@ class CrossStitchUnit(keras.layers.Layer):
         (0.9, 0.1)
     """
 
-    def __init__(self, alpha: float = 0.9, beta: float = 0.1, lr_multiplier: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.alpha, self.beta, self.lr_multiplier = float(alpha), float(beta), float(lr_multiplier)
-        self._scaled = ScaledWeight(self.lr_multiplier)
-
     def build(self, input_shape):
-        shapes = list(input_shape)
-        channels = {tuple(s)[-1] for s in shapes}
-        if len(channels) != 1:
-            raise ValueError(
-                f"cross-stitch inputs must have the same channels, got shapes {shapes}"
-            )
-        n, c = len(shapes), channels.pop()
+        n, c = self.task_channels(input_shape, "cross-stitch")
         init = np.full((n, n, c), self.beta, "float32")
         init[np.arange(n), np.arange(n)] = self.alpha
-        self.stitch = self.add_weight(
-            shape=(n, n, c),
-            initializer=keras.initializers.Constant(self._scaled.stored(init)),
-            name="stitch",
-        )
+        self.stitch = self._scaled.add_to(self, init, "stitch")
 
     def call(self, inputs):
         a = ops.cast(self._scaled(self.stitch), inputs[0].dtype)
@@ -80,17 +64,6 @@ class CrossStitchUnit(keras.layers.Layer):
         return [
             ops.sum(ops.stack([a[i, j] * inputs[j] for j in range(n)]), axis=0) for i in range(n)
         ]
-
-    def compute_output_shape(self, input_shape):
-        return list(input_shape)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "lr_multiplier": self.lr_multiplier,
-        }
 
 
 def build_cross_stitch(
@@ -141,9 +114,8 @@ def build_cross_stitch(
     def stitch(tag, tensors):
         return CrossStitchUnit(alpha, beta, lr_multiplier, name=f"cross_stitch_{tag}")(tensors)
 
-    x = ImageNormalization(name="normalize")(image)
     layout, per_stage = task_columns(
-        specs, backbone, backbone_kwargs, x, stitch_after, stitch, "stitch_after"
+        specs, backbone, backbone_kwargs, image, stitch_after, stitch, "stitch_after"
     )
     pyramids = column_pyramids(layout, per_stage)
     outputs = pyramid_heads(image, pyramids, specs, head, head_kwargs, features)

@@ -117,6 +117,7 @@ def build_mtinet(
     head_kwargs: Mapping | None = None,
     image_size: Sequence[int | None] | None = None,
     task_options: Mapping[str, Mapping] | None = None,
+    auxiliary_tasks: Iterable[str | TaskSpec] = (),
     name: str = "mtinet",
 ) -> keras.Model:
     """MTI-Net: multi-scale initial predictions, FPM, per-scale distillation, aggregation.
@@ -131,11 +132,16 @@ def build_mtinet(
             ``"fpn"`` or ``"none"`` force it), ``fpn_channels`` (64), ``sync_batchnorm`` (True).
         image_size: ``(H, W)`` of the input, or None for any size.
         task_options: per-task arguments of the TaskSpec factories (e.g. class counts).
+        auxiliary_tasks: tasks predicted only at the scales, as in the survey's NYUD-v2 setting
+            (normals and edges): they get per-scale predictions (``"{task}/scale_{k}"``), take
+            part in feature propagation and send distillation messages, but have no final
+            prediction (train with ``MultiTaskModel(..., auxiliary_tasks=...)``).
         name: model name.
 
     Returns:
         A functional model mapping raw images to ``{task: (B, H, W, channels)}`` plus
-        ``{"{task}/scale_{k}": (B, h_k, w_k, channels)}`` for every scale ``k`` (0 = finest).
+        ``{"{task}/scale_{k}": (B, h_k, w_k, channels)}`` for every scale ``k`` (0 = finest), for
+        the tasks and the auxiliary tasks.
 
     Example:
         >>> model = build_mtinet(["semseg", "depth"], backbone="resnet10",
@@ -146,6 +152,7 @@ def build_mtinet(
         ['depth', 'depth/scale_0', 'depth/scale_1', 'depth/scale_2', 'depth/scale_3']
     """
     specs = resolve(tasks, task_options)
+    every = {**specs, **blocks.auxiliary_specs(specs, auxiliary_tasks, task_options)}
     opts = blocks.decoder_options("mtinet", head, head_kwargs, DEFAULTS)
     if opts["neck"] not in NECKS:
         raise ValueError(f"mtinet: unknown neck {opts['neck']!r}; valid: {', '.join(NECKS)}")
@@ -164,17 +171,17 @@ def build_mtinet(
     for k in range(len(levels) - 1, -1, -1):  # coarsest to finest
         level, width = levels[k], levels[k].shape[-1]
         feats = {}
-        for t, spec in specs.items():
+        for t, spec in every.items():
             x = level
             if propagated is not None:
                 up = ResizeLike(name=f"{t}_s{k}_propagate")([propagated[t], level])
                 x = keras.layers.Concatenate(name=f"{t}_s{k}_concat")([level, up])
-            x = blocks.basic_block(x, width, f"{t}_s{k}_block1", **sync)
-            feats[t] = blocks.basic_block(x, width, f"{t}_s{k}_block2", **sync)
-            outputs[f"{t}/scale_{k}"] = blocks.classifier(feats[t], spec.channels, f"{t}_s{k}")
+            feats[t], outputs[f"{t}/scale_{k}"] = blocks.task_prediction(
+                x, width, spec.channels, f"{t}_s{k}", block=blocks.basic_block, **sync
+            )
         if k > 0:
             propagated = feature_propagation(feats, k, **sync)
-        per_scale[k] = blocks.multimodal_distillation(feats, suffix=f"_s{k}")
+        per_scale[k] = blocks.multimodal_distillation(feats, suffix=f"_s{k}", targets=list(specs))
 
     for t, spec in specs.items():
         scales = [per_scale[k][t] for k in range(len(levels))]

@@ -25,13 +25,12 @@ from keras import ops
 
 from mtl_keras.architectures._blocks import (
     STAGES,
-    ScaledWeight,
+    TaskMixingUnit,
     column_pyramids,
     pyramid_heads,
     require_tasks,
     task_columns,
 )
-from mtl_keras.architectures.base import ImageNormalization
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.tasks import TaskSpec, resolve
 
@@ -40,7 +39,7 @@ _BN_EPSILON = 1e-5
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
-class NDDRFusion(keras.layers.Layer):
+class NDDRFusion(TaskMixingUnit):
     """The T bias-free 1x1 convolutions of an NDDR layer, from ``concat(x_1..x_T)`` to each task.
 
     Takes a list of T tensors ``(B, H, W, C)``; returns T tensors ``(B, H, W, C)``:
@@ -59,42 +58,18 @@ class NDDRFusion(keras.layers.Layer):
         [[0.9, 0.9], [0.1, 0.1]]
     """
 
-    def __init__(self, alpha: float = 0.9, beta: float = 0.1, lr_multiplier: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.alpha, self.beta, self.lr_multiplier = float(alpha), float(beta), float(lr_multiplier)
-        self._scaled = ScaledWeight(self.lr_multiplier)
-
     def build(self, input_shape):
-        shapes = list(input_shape)
-        channels = {tuple(s)[-1] for s in shapes}
-        if len(channels) != 1:
-            raise ValueError(f"NDDR inputs must have the same channels, got shapes {shapes}")
-        n, c = len(shapes), channels.pop()
+        n, c = self.task_channels(input_shape, "NDDR")
         init = np.zeros((n, n * c, c), "float32")
         for i in range(n):
             for j in range(n):
                 init[i, j * c : (j + 1) * c] = np.eye(c) * (self.alpha if i == j else self.beta)
-        self.kernel = self.add_weight(
-            shape=(n, n * c, c),
-            initializer=keras.initializers.Constant(self._scaled.stored(init)),
-            name="kernel",
-        )
+        self.kernel = self._scaled.add_to(self, init, "kernel")
 
     def call(self, inputs):
         x = ops.concatenate(list(inputs), axis=-1)
         kernel = ops.cast(self._scaled(self.kernel), x.dtype)
         return [ops.matmul(x, kernel[i]) for i in range(len(inputs))]
-
-    def compute_output_shape(self, input_shape):
-        return list(input_shape)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "lr_multiplier": self.lr_multiplier,
-        }
 
 
 def build_nddr(
@@ -156,9 +131,8 @@ def build_nddr(
             out.append(keras.layers.ReLU(name=f"nddr_{tag}_{task}_relu")(y))
         return out
 
-    x = ImageNormalization(name="normalize")(image)
     layout, per_stage = task_columns(
-        specs, backbone, backbone_kwargs, x, fuse_after, fuse, "fuse_after"
+        specs, backbone, backbone_kwargs, image, fuse_after, fuse, "fuse_after"
     )
     pyramids = column_pyramids(layout, per_stage)
     outputs = pyramid_heads(image, pyramids, specs, head, head_kwargs, features)

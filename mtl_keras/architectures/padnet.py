@@ -44,6 +44,7 @@ def build_padnet(
     head_kwargs: Mapping | None = None,
     image_size: Sequence[int | None] | None = None,
     task_options: Mapping[str, Mapping] | None = None,
+    auxiliary_tasks: Iterable[str | TaskSpec] = (),
     name: str = "padnet",
 ) -> keras.Model:
     """PAD-Net: initial predictions, multi-modal distillation, final predictions.
@@ -58,11 +59,16 @@ def build_padnet(
             ResNet setting), ``sync_batchnorm`` (True).
         image_size: ``(H, W)`` of the input, or None for any size.
         task_options: per-task arguments of the TaskSpec factories (e.g. class counts).
+        auxiliary_tasks: tasks predicted only initially, as in the survey's NYUD-v2 setting
+            (normals and edges): they get an initial prediction (``"{task}/initial"``) and send
+            distillation messages, but no final prediction (train with
+            ``MultiTaskModel(..., auxiliary_tasks=...)``).
         name: model name.
 
     Returns:
         A functional model mapping raw images to ``{task: (B, H, W, channels)}`` plus
-        ``{"{task}/initial": (B, h, w, channels)}`` at the decoder's resolution.
+        ``{"{task}/initial": (B, h, w, channels)}`` at the decoder's resolution, for the tasks
+        and the auxiliary tasks.
 
     Example:
         >>> model = build_padnet(["semseg", "depth"], backbone="resnet10",
@@ -73,26 +79,22 @@ def build_padnet(
         ['depth', 'depth/initial', 'semseg', 'semseg/initial']
     """
     specs = resolve(tasks, task_options)
+    every = {**specs, **blocks.auxiliary_specs(specs, auxiliary_tasks, task_options)}
     opts = blocks.decoder_options("padnet", head, head_kwargs, DEFAULTS)
     width, sync = int(opts["channels"]), {"sync_batchnorm": bool(opts["sync_batchnorm"])}
 
     image = image_input(image_size)
-    levels = blocks.encode(image, backbone, backbone_kwargs, list(opts["features"]))
-    names = list(opts["features"])
-    shared = blocks.mark(
-        blocks.fuse_levels(levels, "fuse", **sync), "fused" if len(names) > 1 else names[0]
-    )
+    shared = blocks.fused_representation(image, backbone, backbone_kwargs, opts["features"], **sync)
 
     outputs, features = {}, {}
-    for t, spec in specs.items():
-        x = blocks.bottleneck_block(shared, width, f"{t}_initial_block1", **sync)
-        features[t] = blocks.bottleneck_block(x, width, f"{t}_initial_block2", **sync)
-        outputs[f"{t}/initial"] = blocks.classifier(features[t], spec.channels, f"{t}_initial")
+    for t, spec in every.items():
+        features[t], outputs[f"{t}/initial"] = blocks.task_prediction(
+            shared, width, spec.channels, f"{t}_initial", **sync
+        )
 
-    distilled = blocks.multimodal_distillation(features)
+    distilled = blocks.multimodal_distillation(features, targets=list(specs))
 
     for t, spec in specs.items():
-        x = blocks.bottleneck_block(distilled[t], width, f"{t}_final_block1", **sync)
-        x = blocks.bottleneck_block(x, width, f"{t}_final_block2", **sync)
-        outputs[t] = blocks.to_image(blocks.classifier(x, spec.channels, f"{t}_final"), image, t)
+        _, y = blocks.task_prediction(distilled[t], width, spec.channels, f"{t}_final", **sync)
+        outputs[t] = blocks.to_image(y, image, t)
     return keras.Model(image, outputs, name=name)

@@ -202,17 +202,13 @@ def build_papnet(
     size = affinity_resolution(opts, image_size)
 
     image = image_input(image_size)
-    names = list(opts["features"])
-    levels = blocks.encode(image, backbone, backbone_kwargs, names)
-    shared = blocks.mark(
-        blocks.fuse_levels(levels, "fuse", **sync), "fused" if len(names) > 1 else names[0]
-    )
+    shared = blocks.fused_representation(image, backbone, backbone_kwargs, opts["features"], **sync)
 
     outputs, features, matrices = {}, {}, {}
     for t, spec in specs.items():
-        x = blocks.bottleneck_block(shared, width, f"{t}_initial_block1", **sync)
-        features[t] = blocks.bottleneck_block(x, width, f"{t}_initial_block2", **sync)
-        outputs[f"{t}/initial"] = blocks.classifier(features[t], spec.channels, f"{t}_initial")
+        features[t], outputs[f"{t}/initial"] = blocks.task_prediction(
+            shared, width, spec.channels, f"{t}_initial", **sync
+        )
         a = keras.layers.Conv2D(int(opts["affinity_channels"]), 1, name=f"{t}_affinity_features")(
             features[t]
         )
@@ -227,7 +223,6 @@ def build_papnet(
         change = keras.layers.Subtract(name=f"{t}_diffusion_change")([diffused, small])
         change = ResizeLike(name=f"{t}_diffusion_upsample")([change, features[t]])
         x = keras.layers.Add(name=f"{t}_propagated")([features[t], change])
-        x = blocks.bottleneck_block(x, width, f"{t}_final_block1", **sync)
-        x = blocks.bottleneck_block(x, width, f"{t}_final_block2", **sync)
-        outputs[t] = blocks.to_image(blocks.classifier(x, spec.channels, f"{t}_final"), image, t)
+        _, y = blocks.task_prediction(x, width, spec.channels, f"{t}_final", **sync)
+        outputs[t] = blocks.to_image(y, image, t)
     return keras.Model(image, outputs, name=name)

@@ -43,7 +43,6 @@ from mtl_keras.architectures._blocks import (
     require_tasks,
     task_columns,
 )
-from mtl_keras.architectures.base import ImageNormalization
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.heads.simple import ResizeLike
 from mtl_keras.tasks import TaskSpec, resolve
@@ -90,11 +89,7 @@ class SluiceUnit(keras.layers.Layer):
         m = len(shapes) * self.subspaces
         init = np.full((m, m), (1.0 - self.self_weight) / max(m - 1, 1), "float32")
         np.fill_diagonal(init, self.self_weight)
-        self.alpha = self.add_weight(
-            shape=(m, m),
-            initializer=keras.initializers.Constant(self._scaled.stored(init)),
-            name="alpha",
-        )
+        self.alpha = self._scaled.add_to(self, init, "alpha")
 
     def _orthogonality_penalty(self, groups):
         penalty = 0.0
@@ -156,11 +151,7 @@ class LayerStitch(keras.layers.Layer):
         n = len(list(input_shape))
         init = np.full((n,), (1.0 - self.last_weight) / max(n - 1, 1), "float32")
         init[-1] = self.last_weight if n > 1 else 1.0
-        self.beta = self.add_weight(
-            shape=(n,),
-            initializer=keras.initializers.Constant(self._scaled.stored(init)),
-            name="beta",
-        )
+        self.beta = self._scaled.add_to(self, init, "beta")
 
     def call(self, inputs):
         beta = ops.cast(self._scaled(self.beta), inputs[0].dtype)
@@ -232,9 +223,8 @@ def build_sluice(
         )
         return unit(tensors)
 
-    x = ImageNormalization(name="normalize")(image)
     layout, per_stage = task_columns(
-        specs, backbone, backbone_kwargs, x, mix_after, mix, "mix_after"
+        specs, backbone, backbone_kwargs, image, mix_after, mix, "mix_after"
     )
     require_single_branch(layout, "sluice")
     last = layout.names[-1]

@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
+from mtl_keras.backbones._blocks import ConvBN, residual_block
 from mtl_keras.heads.simple import ResizeLike
 
 
@@ -63,9 +64,7 @@ HRNET_SPECS: dict[str, HRNetSpec] = {
     "full": HRNetSpec(stage1_blocks=4, modules=(1, 4, 3), blocks=(4, 4, 4)),
     "tiny": HRNetSpec(stage1_blocks=1, modules=(1, 1, 1), blocks=(1, 1, 1)),
 }
-_BN_EPSILON = 1e-5
 _BN_MOMENTUM = 0.99  # PyTorch momentum 0.01, as in the HRNet segmentation code
-_EXPANSION = 4  # bottleneck expansion of stage 1
 
 
 def hrnet_pyramid_channels(width: int = 18) -> dict[str, int]:
@@ -78,68 +77,7 @@ def hrnet_pyramid_channels(width: int = 18) -> dict[str, int]:
     return {f"P{i + 2}": width * 2**i for i in range(4)}
 
 
-class _Layers:
-    """Named conv/BN factory of one network (PyTorch padding, bias-free convolutions)."""
-
-    def __init__(self, sync_batchnorm: bool):
-        self.sync_batchnorm = sync_batchnorm
-
-    def conv(self, x, filters: int, size: int, name: str, stride: int = 1):
-        pad = (size - 1) // 2
-        if pad:
-            x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-        return keras.layers.Conv2D(
-            filters,
-            size,
-            strides=stride,
-            use_bias=False,
-            kernel_initializer=keras.initializers.VarianceScaling(
-                2.0, "fan_out", "untruncated_normal"
-            ),
-            name=name,
-        )(x)
-
-    def bn(self, x, name: str):
-        return keras.layers.BatchNormalization(
-            epsilon=_BN_EPSILON,
-            momentum=_BN_MOMENTUM,
-            synchronized=self.sync_batchnorm,
-            name=name,
-        )(x)
-
-    def conv_bn(self, x, filters, size, name, stride=1, relu=False):
-        x = self.bn(self.conv(x, filters, size, f"{name}_conv", stride), f"{name}_bn")
-        return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
-
-
-def _basic_block(layers: _Layers, x, filters: int, name: str):
-    """Two 3x3 conv + BN with an identity shortcut (channels never change inside a branch)."""
-    shortcut = x
-    y = layers.bn(layers.conv(x, filters, 3, f"{name}_conv1"), f"{name}_bn1")
-    y = keras.layers.ReLU(name=f"{name}_relu1")(y)
-    y = layers.bn(layers.conv(y, filters, 3, f"{name}_conv2"), f"{name}_bn2")
-    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
-    return keras.layers.ReLU(name=f"{name}_out")(y)
-
-
-def _bottleneck_block(layers: _Layers, x, planes: int, name: str, out_name: str | None = None):
-    """1x1, 3x3, 1x1 (expansion 4) with a projection shortcut when the channels change."""
-    out_channels = planes * _EXPANSION
-    shortcut = x
-    if x.shape[-1] != out_channels:
-        shortcut = layers.bn(
-            layers.conv(x, out_channels, 1, f"{name}_shortcut_conv"), f"{name}_shortcut_bn"
-        )
-    y = layers.bn(layers.conv(x, planes, 1, f"{name}_conv1"), f"{name}_bn1")
-    y = keras.layers.ReLU(name=f"{name}_relu1")(y)
-    y = layers.bn(layers.conv(y, planes, 3, f"{name}_conv2"), f"{name}_bn2")
-    y = keras.layers.ReLU(name=f"{name}_relu2")(y)
-    y = layers.bn(layers.conv(y, out_channels, 1, f"{name}_conv3"), f"{name}_bn3")
-    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
-    return keras.layers.ReLU(name=out_name or f"{name}_out")(y)
-
-
-def _transition(layers: _Layers, xs: list, channels: Sequence[int], name: str) -> list:
+def _transition(layers: ConvBN, xs: list, channels: Sequence[int], name: str) -> list:
     """Adapt existing branches to the new stage's channels and add the new lower branch(es)."""
     out = []
     for i, filters in enumerate(channels, start=1):
@@ -158,12 +96,12 @@ def _transition(layers: _Layers, xs: list, channels: Sequence[int], name: str) -
     return out
 
 
-def _module(layers: _Layers, xs: list, blocks: int, name: str, out_names: list[str]) -> list:
+def _module(layers: ConvBN, xs: list, blocks: int, name: str, out_names: list[str]) -> list:
     """Residual blocks per branch, then the all-to-all fuse of the branches."""
     xs = list(xs)
     for i, x in enumerate(xs, start=1):
         for b in range(1, blocks + 1):
-            x = _basic_block(layers, x, x.shape[-1], f"{name}_branch{i}_block{b}")
+            x = residual_block(layers, x, "basic", x.shape[-1], f"{name}_branch{i}_block{b}")
         xs[i - 1] = x
     fused = []
     for i, target in enumerate(xs, start=1):
@@ -228,7 +166,7 @@ def build_hrnet(
             f"{stem_width!r}; HRNet-W18 uses width=18, stem_width=64"
         )
     spec = HRNET_SPECS[config]
-    layers = _Layers(sync_batchnorm)
+    layers = ConvBN(sync_batchnorm, _BN_MOMENTUM)
     channels = [width * 2**i for i in range(4)]
 
     # === Stem: two strided 3x3 conv + BN + ReLU ===
@@ -240,9 +178,9 @@ def build_hrnet(
 
     # === Stage 1: bottleneck blocks on one branch ===
     for b in range(1, spec.stage1_blocks + 1):
-        last = b == spec.stage1_blocks
-        x = _bottleneck_block(
-            layers, x, stem_width, f"stage1_block{b}", "stage1_output1" if last else None
+        out_name = "stage1_output1" if b == spec.stage1_blocks else None
+        x = residual_block(
+            layers, x, "bottleneck", stem_width, f"stage1_block{b}", out_name=out_name
         )
     xs = [x]
 

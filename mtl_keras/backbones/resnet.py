@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import keras
 
+from mtl_keras.backbones._blocks import EXPANSION, ConvBN, residual_block
+
 #: blocks per stage and block type for each supported depth
 RESNET_SPECS: dict[int, tuple[tuple[int, int, int, int], str]] = {
     10: ((1, 1, 1, 1), "basic"),  # the smallest member of the family, for tests and demos
@@ -33,8 +35,6 @@ _STAGE_LAYOUT: dict[int, tuple[tuple[int, int], ...]] = {
     16: ((1, 1), (2, 1), (2, 1), (1, 2)),
     8: ((1, 1), (2, 1), (1, 2), (1, 4)),
 }
-_EXPANSION = {"basic": 1, "bottleneck": 4}
-_BN_EPSILON = 1e-5
 _BN_MOMENTUM = 0.9  # Keras convention; PyTorch's momentum 0.1
 
 
@@ -58,7 +58,7 @@ def pyramid_channels(depth: int, width: int = 64) -> dict[str, int]:
         {'P2': 256, 'P3': 512, 'P4': 1024, 'P5': 2048}
     """
     _check(depth, 32)
-    expansion = _EXPANSION[RESNET_SPECS[depth][1]]
+    expansion = EXPANSION[RESNET_SPECS[depth][1]]
     return {f"P{i + 2}": width * 2**i * expansion for i in range(4)}
 
 
@@ -75,65 +75,6 @@ def pyramid_strides(output_stride: int = 32) -> dict[str, int]:
         stride *= stage_stride
         strides[f"P{i + 2}"] = stride
     return strides
-
-
-class _Layers:
-    """Factory of the named layers of one network (keeps the builder free of repeated options)."""
-
-    def __init__(self, sync_batchnorm: bool):
-        self.sync_batchnorm = sync_batchnorm
-
-    def conv(self, x, filters: int, size: int, name: str, stride: int = 1, dilation: int = 1):
-        """Bias-free convolution with PyTorch's symmetric padding ``dilation * (size - 1) // 2``."""
-        pad = dilation * (size - 1) // 2
-        if pad:
-            x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-        return keras.layers.Conv2D(
-            filters,
-            size,
-            strides=stride,
-            dilation_rate=dilation,
-            use_bias=False,
-            # He et al. (ICCV 2015) "fan_out" initialisation, as torchvision
-            kernel_initializer=keras.initializers.VarianceScaling(
-                2.0, "fan_out", "untruncated_normal"
-            ),
-            name=name,
-        )(x)
-
-    def bn(self, x, name: str):
-        return keras.layers.BatchNormalization(
-            epsilon=_BN_EPSILON,
-            momentum=_BN_MOMENTUM,
-            synchronized=self.sync_batchnorm,
-            name=name,
-        )(x)
-
-    def conv_bn(self, x, filters, size, name, stride=1, dilation=1, conv="conv", bn="bn"):
-        x = self.conv(x, filters, size, f"{name}_{conv}", stride, dilation)
-        return self.bn(x, f"{name}_{bn}")
-
-
-def _block(layers: _Layers, x, kind: str, planes: int, stride: int, dilation: int, name: str):
-    """A basic (two 3x3) or bottleneck (1x1, 3x3, 1x1) residual block."""
-    out_channels = planes * _EXPANSION[kind]
-    shortcut = x
-    if stride != 1 or x.shape[-1] != out_channels:
-        shortcut = layers.conv_bn(
-            x, out_channels, 1, name, stride, conv="shortcut_conv", bn="shortcut_bn"
-        )
-    if kind == "basic":
-        x = layers.conv_bn(x, planes, 3, name, stride, dilation, conv="conv1", bn="bn1")
-        x = keras.layers.ReLU(name=f"{name}_relu1")(x)
-        x = layers.conv_bn(x, planes, 3, name, 1, dilation, conv="conv2", bn="bn2")
-    else:
-        x = layers.conv_bn(x, planes, 1, name, conv="conv1", bn="bn1")
-        x = keras.layers.ReLU(name=f"{name}_relu1")(x)
-        x = layers.conv_bn(x, planes, 3, name, stride, dilation, conv="conv2", bn="bn2")
-        x = keras.layers.ReLU(name=f"{name}_relu2")(x)
-        x = layers.conv_bn(x, out_channels, 1, name, conv="conv3", bn="bn3")
-    x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
-    return keras.layers.ReLU(name=f"{name}_out")(x)
 
 
 def build_resnet(
@@ -174,7 +115,7 @@ def build_resnet(
     if width < 1:
         raise ValueError(f"width must be a positive channel count, got {width!r}; 64 = ImageNet")
     blocks, kind = RESNET_SPECS[depth]
-    layers = _Layers(sync_batchnorm)
+    layers = ConvBN(sync_batchnorm, _BN_MOMENTUM)
 
     # === Stem: 7x7/2 convolution, BN, ReLU, 3x3/2 max-pool ===
     images = keras.Input(tuple(input_shape), name="images")
@@ -190,14 +131,14 @@ def build_resnet(
         zip(blocks, _STAGE_LAYOUT[output_stride], strict=True), start=1
     ):
         for b in range(1, n_blocks + 1):
-            x = _block(
+            x = residual_block(
                 layers,
                 x,
                 kind,
-                planes=width * 2 ** (s - 1),
+                width * 2 ** (s - 1),
+                f"stage{s}_block{b}",
                 stride=stride if b == 1 else 1,
                 dilation=dilation if b == 1 else stage_dilation,
-                name=f"stage{s}_block{b}",
             )
         dilation = stage_dilation
         pyramid[f"P{s + 1}"] = x
