@@ -110,7 +110,11 @@ def cmd_summary(args) -> int:
         if args.image_size_given:
             recipe = dataclasses.replace(recipe, image_size=(h, w))
         h, w = recipe.image_size
-        model = run.build_network(recipe, run.task_specs(recipe, synthetic_task_options()))
+        model = run.build_network(
+            recipe,
+            run.task_specs(recipe, synthetic_task_options()),
+            run.auxiliary_specs(recipe, synthetic_task_options()),
+        )
     elif args.arch:
         tasks = tuple(t for t in (args.tasks or "semseg,depth").split(",") if t)
         recipe = Recipe(
@@ -120,7 +124,11 @@ def cmd_summary(args) -> int:
             architecture=args.arch,
             backbone=args.backbone or "resnet50",
         ).with_overrides(args.set)
-        model = run.build_network(recipe, run.task_specs(recipe, synthetic_task_options()))
+        model = run.build_network(
+            recipe,
+            run.task_specs(recipe, synthetic_task_options()),
+            run.auxiliary_specs(recipe, synthetic_task_options()),
+        )
     else:
         model = backbones.get(args.backbone)
     info = {"model": model.name, "image_size": [h, w], **count_params(model)}
@@ -185,7 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
         "summary", help="params and FLOPs of a recipe's model, an arch or a backbone"
     )
     recipe_args(sp, required=False)
-    sp.add_argument("--arch")
+    sp.add_argument(
+        "--arch",
+        help="architecture name; its builder's arguments: --set architecture_kwargs='{...}'",
+    )
     sp.add_argument("--backbone")
     sp.add_argument("--tasks", help="comma-separated task names (with --arch)")
     sp.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))

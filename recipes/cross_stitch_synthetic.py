@@ -1,7 +1,8 @@
 """Cross-stitch network on the synthetic scenes: :mod:`recipes.mtan_synthetic` with this
 architecture.
 
-From scratch, with one ResNet per task; with Adam the units' ``lr_multiplier`` of 100
+One ResNet per task, from scratch to stay cheap (``--set init_from_single_task=train`` first
+trains the single-task runs, as the survey does); with Adam the units' ``lr_multiplier`` of 100
 acts as about 10x (see :class:`mtl_keras.architectures._blocks.ScaledWeight`).
 """
 

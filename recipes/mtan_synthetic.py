@@ -6,25 +6,8 @@ rate (the models train from scratch here). The other encoder-focused synthetic r
 architecture of this one.
 """
 
-from mtl_keras.training.recipe import Recipe
+from recipes import _survey
 
 
-def recipe() -> Recipe:
-    return Recipe(
-        name="mtan_synthetic",
-        image_size=(64, 64),
-        train_examples=1024,
-        val_examples=128,
-        architecture="mtan",
-        backbone="resnet18",
-        backbone_kwargs={"width": 16, "output_stride": 16},
-        head="hrnet",
-        balancer="fixed",
-        optimizer="adam",
-        learning_rate=2e-3,
-        weight_decay=1e-4,
-        schedule="poly",
-        poly_power=0.9,
-        batch_size=8,
-        epochs=8,
-    )
+def recipe():
+    return _survey.synthetic("mtan_synthetic", architecture="mtan")

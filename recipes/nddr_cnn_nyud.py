@@ -1,7 +1,8 @@
 """NDDR-CNN on NYUD-v2 with the survey's ResNet-50 setting (``configs/nyud/resnet50/nddr_cnn.yml``).
 
 SGD 1e-3 with 100x on the NDDR layers, 50 epochs, NDDR layers after the stem and every stage
-initialised 0.9 / 0.1, columns from the single-task networks: as :mod:`recipes.cross_stitch_nyud`.
+initialised 0.9 / 0.1, columns from the single-task networks (its own runs
+``nddr_cnn_nyud__single_<task>``): as :mod:`recipes.cross_stitch_nyud`.
 """
 
 import dataclasses

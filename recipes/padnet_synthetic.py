@@ -7,25 +7,14 @@ the first step (graph tracing) takes 2-4 minutes and the 1,024 steps 11 (PAP-Net
 (MTI-Net) minutes; see ``docs/decoder_focused.md``.
 """
 
-from mtl_keras.training.recipe import Recipe
+from recipes import _survey
 
 
-def recipe() -> Recipe:
-    return Recipe(
-        name="padnet_synthetic",
-        image_size=(64, 64),
-        train_examples=1024,
-        val_examples=128,
+def recipe():
+    return _survey.synthetic(
+        "padnet_synthetic",
         architecture="padnet",
         backbone="hrnet18",
-        head="hrnet",
+        backbone_kwargs={},
         head_kwargs={"channels": 64},
-        balancer="fixed",
-        optimizer="adam",
-        learning_rate=2e-3,
-        weight_decay=1e-4,
-        schedule="poly",
-        poly_power=0.9,
-        batch_size=8,
-        epochs=8,
     )

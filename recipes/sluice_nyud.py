@@ -2,7 +2,7 @@
 
 The survey does not benchmark sluice networks; as their generalisation of cross-stitch units they
 use its cross-stitch recipe (:mod:`recipes.cross_stitch_nyud`: SGD 1e-3, 100x on the alpha and
-beta units, 50 epochs, columns from the single-task networks).
+beta units, 50 epochs, columns from its own single-task runs ``sluice_nyud__single_<task>``).
 """
 
 import dataclasses

@@ -1,5 +1,6 @@
 """Sluice network on PASCAL-Context, trained like the survey's cross-stitch network
-(:mod:`recipes.cross_stitch_pascal`: SGD 5e-3, 100x on the alpha and beta units, 20 epochs).
+(:mod:`recipes.cross_stitch_pascal`: SGD 5e-3, 100x on the alpha and beta units, 20 epochs,
+columns from its own single-task runs ``sluice_pascal__single_<task>``).
 """
 
 import dataclasses

@@ -1,8 +1,7 @@
-"""Sluice network on the synthetic scenes: :mod:`recipes.mtan_synthetic` with this
-architecture.
+"""Sluice network on the synthetic scenes: :mod:`recipes.mtan_synthetic` with this architecture.
 
-From scratch, with one ResNet per task; with Adam the units' ``lr_multiplier`` of 100
-acts as about 10x (see :class:`mtl_keras.architectures._blocks.ScaledWeight`).
+From scratch, as :mod:`recipes.cross_stitch_synthetic` (which says how to start from single-task
+networks instead and how the units' learning-rate multiplier acts under Adam).
 """
 
 import dataclasses

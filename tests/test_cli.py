@@ -100,3 +100,7 @@ def test_unknown_names_list_valid_ones(capsys):
     assert "unknown task(s) ['dpeth']" in capsys.readouterr().err
     assert main(["train", "--recipe", "demo", "--set", "colour=red"]) == 2
     assert "unknown recipe field 'colour'" in capsys.readouterr().err
+    assert main(["summary", "--arch", "mtan", "--set", 'architecture_kwargs={"alpha":1}']) == 2
+    assert "architecture 'mtan' takes no argument(s) ['alpha']" in capsys.readouterr().err
+    assert main(["train", "--recipe", "demo", "--set", "init_from_single_task=train"]) == 2
+    assert "only cross_stitch, sluice, nddr_cnn can" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import keras
@@ -19,6 +20,7 @@ from mtl_keras.architectures.branched import build_branched
 from mtl_keras.architectures.cross_stitch import build_cross_stitch
 from mtl_keras.architectures.hard_sharing import build_hard_sharing, build_single_task
 from mtl_keras.architectures.init_from_single_task import (
+    SOFT_SHARING_ARCHITECTURES,
     init_from_single_task,
     load_single_task_networks,
 )
@@ -36,6 +38,10 @@ def _single_task(tasks, **kwargs):
     if len(tasks) != 1:
         raise ValueError(f"single_task takes exactly one task, got {len(tasks)}: {tasks}")
     return build_single_task(tasks[0], **kwargs)
+
+
+# the keyword arguments of ``_single_task`` are those of ``build_hard_sharing``
+_single_task.__signature__ = inspect.signature(build_hard_sharing)
 
 
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
@@ -60,16 +66,37 @@ def available() -> list[str]:
     return list(ARCHITECTURES)
 
 
-def build(name: str, tasks, **kwargs) -> keras.Model:
-    """Build architecture ``name`` for ``tasks``."""
+def keyword_arguments(name: str) -> list[str]:
+    """The keyword arguments the builder of architecture ``name`` accepts."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(available())}")
+    parameters = list(inspect.signature(ARCHITECTURES[name]).parameters.values())[1:]
+    return [p.name for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+
+def build(name: str, tasks, **kwargs) -> keras.Model:
+    """Build architecture ``name`` for ``tasks``.
+
+    Raises:
+        ValueError: an unknown architecture, or keyword arguments its builder does not take
+            (the message lists the valid ones).
+    """
+    valid = keyword_arguments(name)
+    parameters = inspect.signature(ARCHITECTURES[name]).parameters.values()
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown and not open_ended:
+        raise ValueError(
+            f"architecture {name!r} takes no argument(s) {unknown}; its keyword arguments: "
+            f"{', '.join(valid)}"
+        )
     return ARCHITECTURES[name](tasks, **kwargs)
 
 
 __all__ = [
     "ARCHITECTURES",
     "ImageNormalization",
+    "SOFT_SHARING_ARCHITECTURES",
     "SharedRepresentation",
     "Sharing",
     "available",
@@ -88,6 +115,7 @@ __all__ = [
     "build_sluice",
     "init_from_single_task",
     "is_auxiliary",
+    "keyword_arguments",
     "load_single_task_networks",
     "sharing_of",
     "task_of",

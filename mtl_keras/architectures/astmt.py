@@ -26,11 +26,15 @@ input in the data pipeline and serving signature, and cannot train all tasks in 
 which task produced the gradient of the loss with respect to the shared decoder's output
 features (L2-normalised per pixel), through a gradient reversal layer, so the shared layers learn
 to make the tasks' gradients indistinguishable. The features are marked with
-:class:`TaskFeatures` (one per task, identified by type). This needs the gradient of the task loss
-*inside* the training step and a second backward pass through it, which ``MultiTaskModel``'s
-step does not do yet; the pieces are here (:class:`GradientReversal`,
-:func:`build_task_discriminator`, :func:`discriminator_loss`) and the step is described in
-``docs/architectures.md``. Without it the model trains as "ASTMT without adversarial loss".
+:class:`TaskFeatures` (one per task, identified by type); the pieces are here
+(:class:`GradientReversal`, :func:`build_task_discriminator`, :func:`discriminator_terms`) and the
+training step, which differentiates the loss gradients a second time, is
+:class:`mtl_keras.training.adversarial.AdversarialMultiTaskModel` (recipes: ``adversarial_weight >
+0``; loss-level balancers only; see ``docs/architectures.md``). A plain ``MultiTaskModel`` trains
+the network as "ASTMT without adversarial loss" (SE + RA). Everything from the marked features to
+the predictions (the task's classifier and :class:`DifferentiableResizeLike`) computes in float32
+whatever the dtype policy, so under mixed precision the per-pixel loss gradients, and their second
+derivatives, do not leave float16's range.
 
 Only ResNet backbones (blocks named ``stage{s}_block{b}_*``) are supported. Batch normalisation
 stays shared across tasks; the SE modules start from scratch (ASTMT initialises them from an
@@ -151,9 +155,11 @@ class DifferentiableResizeLike(ResizeLike):
             in_size = tf.shape(t)[1:3]
 
             def grad(dy):
+                # tf.image.resize returns float32 whatever the input, so ``dy`` is float32; the
+                # input's gradient must have the input's dtype (float16 under mixed precision)
                 a_h = _interpolation_matrix(size[0], in_size[0], dy.dtype)
                 a_w = _interpolation_matrix(size[1], in_size[1], dy.dtype)
-                return tf.einsum("Hh,bHWc,Ww->bhwc", a_h, dy, a_w)
+                return tf.cast(tf.einsum("Hh,bHWc,Ww->bhwc", a_h, dy, a_w), t.dtype)
 
             return tf.image.resize(t, size, method="bilinear", antialias=False), grad
 
@@ -253,9 +259,13 @@ def build_astmt(
             [pyramid[level] for level in levels],
             _decoder_call(task, se_reduction, adapters),
         )
-        feats = TaskFeatures(task, name=f"{task}_features")(feats)
-        logits = keras.layers.Conv2D(spec.channels, 1, name=f"{task}_classifier")(feats)
-        outputs[task] = DifferentiableResizeLike(name=task)([logits, image])
+        # the tail from the marked features on runs in float32 whatever the policy: the
+        # adversarial step differentiates it twice (see the module docstring)
+        feats = TaskFeatures(task, name=f"{task}_features", dtype="float32")(feats)
+        logits = keras.layers.Conv2D(spec.channels, 1, name=f"{task}_classifier", dtype="float32")(
+            feats
+        )
+        outputs[task] = DifferentiableResizeLike(name=task, dtype="float32")([logits, image])
     return keras.Model(image, outputs, name=name)
 
 
@@ -334,37 +344,76 @@ def build_task_discriminator(
     Input: the gradient of a task loss with respect to that task's :class:`TaskFeatures`,
     ``(B, h, w, channels)``; it is L2-normalised per pixel (``g / ||g||``), passed
     through :class:`GradientReversal` (``reversal`` is ASTMT's lambda), then ``depth - 1`` blocks
-    of bias-free conv + ReLU and a conv to ``num_tasks`` logits per pixel.
+    of bias-free conv + ReLU and a conv to ``num_tasks`` logits per pixel (ASTMT's defaults:
+    depth 2, 1x1 kernels). Every layer computes in float32 whatever the dtype policy: per-pixel
+    loss gradients are far below float16's range.
     """
     grads = keras.Input((None, None, channels), name="gradients")
-    x = keras.layers.UnitNormalization(axis=-1, name="normalize")(grads)
-    x = GradientReversal(reversal, name="reversal")(x)
+    x = keras.layers.UnitNormalization(axis=-1, name="normalize", dtype="float32")(grads)
+    x = GradientReversal(reversal, name="reversal", dtype="float32")(x)
     for i in range(1, depth):
         x = keras.layers.Conv2D(
-            channels, kernel_size, padding="same", use_bias=False, name=f"conv{i}"
+            channels,
+            kernel_size,
+            padding="same",
+            use_bias=False,
+            name=f"conv{i}",
+            dtype="float32",
         )(x)
-        x = keras.layers.ReLU(name=f"relu{i}")(x)
-    logits = keras.layers.Conv2D(num_tasks, kernel_size, padding="same", name="logits")(x)
+        x = keras.layers.ReLU(name=f"relu{i}", dtype="float32")(x)
+    logits = keras.layers.Conv2D(
+        num_tasks, kernel_size, padding="same", name="logits", dtype="float32"
+    )(x)
     return keras.Model(grads, logits, name=name)
+
+
+def _identity(x):
+    return x
+
+
+def discriminator_terms(
+    discriminator: keras.Model, gradients: Mapping[str, tf.Tensor], tasks, *, count_mean=_identity
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Loss and accuracy of the discriminator classifying each task's gradients, per pixel.
+
+    Task ``i`` has label ``i``. Pixels where a task's gradient is exactly zero (the task's loss
+    does not see them: ignored labels) are left out, as ASTMT leaves out pixels without a valid
+    label; they also pass no gradient back (their normalisation has no direction). Per task, the
+    cross-entropy and the accuracy are averaged over its remaining pixels; the results are the
+    means over tasks.
+
+    Args:
+        discriminator: from :func:`build_task_discriminator`.
+        gradients: ``{task: dL_task / d features_task}``.
+        tasks: the task order.
+        count_mean: maps a local pixel count to its mean over replicas (as the task losses'
+            ``count_mean``), so that the replicas' average is the global batch's value.
+    """
+    losses, accuracies = [], []
+    for index, task in enumerate(tasks):
+        g = tf.cast(gradients[task], tf.float32)
+        valid = tf.reduce_any(tf.not_equal(g, 0.0), axis=-1)
+        g = tf.where(valid[..., None], g, tf.zeros_like(g))  # no gradient through empty pixels
+        logits = tf.cast(discriminator(g), tf.float32)
+        labels = tf.fill(tf.shape(logits)[:-1], index)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), index), tf.float32)
+        weight = tf.cast(valid, tf.float32)
+        count = count_mean(tf.reduce_sum(weight))
+        losses.append(tf.math.divide_no_nan(tf.reduce_sum(ce * weight), count))
+        accuracies.append(tf.math.divide_no_nan(tf.reduce_sum(correct * weight), count))
+    return tf.add_n(losses) / len(losses), tf.stop_gradient(tf.add_n(accuracies) / len(accuracies))
 
 
 def discriminator_loss(
     discriminator: keras.Model, gradients: Mapping[str, tf.Tensor], tasks
 ) -> tf.Tensor:
-    """Mean per-pixel cross-entropy of the discriminator classifying each task's gradients.
+    """Mean per-pixel cross-entropy of the discriminator classifying each task's gradients
+    (the loss of :func:`discriminator_terms`).
 
     Args:
         discriminator: from :func:`build_task_discriminator`.
         gradients: ``{task: dL_task / d features_task}``.
         tasks: the task order (task ``i`` has label ``i``).
     """
-    losses = []
-    for index, task in enumerate(tasks):
-        logits = discriminator(gradients[task])
-        labels = tf.fill(tf.shape(logits)[:-1], index)
-        losses.append(
-            tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-            )
-        )
-    return tf.add_n(losses) / len(losses)
+    return discriminator_terms(discriminator, gradients, tasks)[0]

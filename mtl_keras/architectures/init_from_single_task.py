@@ -14,7 +14,8 @@ initialisation. Here:
    head layers (named ``f"{t}_..."`` in both) go to the layers of the same name.
 
 Works for cross-stitch, sluice and NDDR networks (any network whose task columns are nested stage
-models named ``f"{task}_{stage}"``).
+models named ``f"{task}_{stage}"``): :data:`SOFT_SHARING_ARCHITECTURES`. A recipe's
+``init_from_single_task`` field runs both steps (``mtl_keras.training.run``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ import keras
 from mtl_keras.architectures._blocks import STAGES
 from mtl_keras.architectures.hard_sharing import build_single_task
 from mtl_keras.tasks import TaskSpec
+
+#: Registry names (``mtl_keras.architectures.ARCHITECTURES``) of the architectures with the task
+#: columns :func:`init_from_single_task` fills: the survey's soft-sharing models (Vandenhende et
+#: al., TPAMI 2022, Sec. 3.1 and 5).
+SOFT_SHARING_ARCHITECTURES = ("cross_stitch", "sluice", "nddr_cnn")
+
+
+def check_architecture(architecture: str) -> None:
+    """Fail unless networks of ``architecture`` can start from single-task networks."""
+    if architecture not in SOFT_SHARING_ARCHITECTURES:
+        raise ValueError(
+            f"architecture {architecture!r} cannot start from single-task networks (it has no "
+            f"task columns to copy them into); only {', '.join(SOFT_SHARING_ARCHITECTURES)} can"
+        )
 
 
 def _weighted_layers(model: keras.Model, nested: bool) -> dict[str, keras.Layer]:

@@ -127,6 +127,17 @@ class MultiTaskModel(keras.Model):
             Algorithm 2 and LibMTL, or ``sum_i w_i g_i`` as in the Nash-MTL code.
         train_metrics: also update the streaming task metrics during training (off by default:
             they are computed on validation data).
+        auxiliary_tasks: TaskSpecs or names of tasks the network predicts only through
+            deep-supervision outputs ``"{task}/{tag}"`` (PAD-Net's and MTI-Net's auxiliary tasks,
+            e.g. normals and edges on NYUD-v2). Their losses are not balanced: they are added to
+            the objective with the fixed ``auxiliary_weights``; the batch must carry their labels.
+        auxiliary_weights: ``{task: weight}`` for ``auxiliary_tasks`` (default 1 each).
+        gradient_statistics: log per-task gradient norms, pairwise cosine similarities and the
+            number of conflicting pairs (``grad_norm_{task}``, ``grad_cos_{a}_{b}``,
+            ``grad_conflicts``). ``None`` (default): on for gradient-level balancers, where they
+            come from the Gramian the step computes anyway (of the gradients the balancer sees);
+            off for loss-level balancers, where ``True`` costs T extra backward passes (through the
+            heads when the network declares a shared representation, else through the network).
 
     Example:
         >>> model = MultiTaskModel(network, ["semseg", "depth"], balancer="mgda")
@@ -144,6 +155,9 @@ class MultiTaskModel(keras.Model):
         gradient_source: str = "auto",
         head_weighting: str = "sum",
         train_metrics: bool = False,
+        auxiliary_tasks=(),
+        auxiliary_weights: Mapping[str, float] | None = None,
+        gradient_statistics: bool | None = None,
         name: str | None = None,
     ):
         super().__init__(name=name or f"{network.name}_trainer")
@@ -158,10 +172,23 @@ class MultiTaskModel(keras.Model):
             )
         self._specs: dict[str, TaskSpec] = specs
         self.task_names = tuple(specs)
+        self._aux_specs = self._auxiliary_specs(auxiliary_tasks, auxiliary_weights, main)
         self._aux = {k: task_of(k) for k in network.output if is_auxiliary(k)}
-        bad_aux = sorted(t for t in self._aux.values() if t not in specs)
+        bad_aux = sorted(
+            {t for t in self._aux.values() if t not in specs and t not in self._aux_specs}
+        )
         if bad_aux:
-            raise ValueError(f"deep-supervision outputs for unknown tasks {bad_aux}")
+            raise ValueError(
+                f"the network has deep-supervision outputs for {bad_aux}, which are neither its "
+                f"tasks {list(specs)} nor declared auxiliary_tasks {list(self._aux_specs)}; pass "
+                "them as auxiliary_tasks"
+            )
+        unused = [t for t in self._aux_specs if t not in self._aux.values()]
+        if unused:
+            raise ValueError(
+                f"auxiliary_tasks {unused} have no deep-supervision output in the network "
+                f"(outputs: {list(network.output)}); build the network with these auxiliary tasks"
+            )
         if head_weighting not in ("weighted", "sum"):
             raise ValueError(f"head_weighting must be 'weighted' or 'sum', got {head_weighting!r}")
         self.head_weighting = head_weighting
@@ -171,11 +198,40 @@ class MultiTaskModel(keras.Model):
         self.balancer.setup(self.task_names)
         self._sharing = sharing_of(network)
         self.gradient_source = self._choose_source(gradient_source)
-        if self.gradient_source == "representation":
-            reps = [layer.output for layer in self._sharing.representation_layers]
+        if gradient_statistics is None:
+            gradient_statistics = self.balancer.level == "gradient"
+        self.gradient_statistics = bool(gradient_statistics)
+        # loss-level statistics: gradients of the representation if declared, else of the shared
+        # variables (None: no statistics)
+        self._stats_source = None
+        if self.gradient_statistics and self.balancer.level == "loss":
+            if self._sharing.representation_layers:
+                self._stats_source = "representation"
+            elif self._sharing.shared_variables:
+                self._stats_source = "shared"
+            else:
+                raise ValueError(
+                    "gradient_statistics=True needs shared variables or a declared "
+                    "SharedRepresentation; the network has neither"
+                )
+        reps = [layer.output for layer in self._sharing.representation_layers]
+        if self._stats_source == "representation":
             self._forward = keras.Model(network.input, {"outputs": network.output, "rep": reps})
         else:
             self._forward = None
+        if self.gradient_source == "representation":
+            # The network split at its representation z: a tape over the heads alone gives the
+            # per-task dL_i/dz without also differentiating the encoder T times (a tape
+            # differentiates everything it recorded between a target and the input, whatever the
+            # sources asked for); a second tape over the encoder takes J_z^T (sum_i w_i dL_i/dz).
+            self._encoder = keras.Model(network.input, reps, name=f"{network.name}_encoder")
+            self._heads = keras.Model(
+                [*tf.nest.flatten(network.input), *reps],
+                network.output,
+                name=f"{network.name}_heads",
+            )
+        else:
+            self._encoder = self._heads = None
 
         if self.gradient_source == "shared":
             shared_ids = {id(v) for v in self._sharing.shared_variables}
@@ -188,6 +244,16 @@ class MultiTaskModel(keras.Model):
             k: keras.metrics.Mean(name=f"{k}_loss") for k in (*self.task_names, *self._aux)
         }
         self._weight_trackers = {t: keras.metrics.Mean(name=f"{t}_weight") for t in self.task_names}
+        self._stat_trackers = {}
+        if self.gradient_statistics:
+            names = [f"grad_norm_{t}" for t in self.task_names]
+            names += [
+                f"grad_cos_{a}_{b}"
+                for i, a in enumerate(self.task_names)
+                for b in self.task_names[i + 1 :]
+            ]
+            names.append("grad_conflicts")
+            self._stat_trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self._task_metrics = {t: s.metrics() for t, s in specs.items()}
         self.built = True  # the wrapped network is built; nothing is created lazily
 
@@ -221,9 +287,31 @@ class MultiTaskModel(keras.Model):
             )
         return source
 
+    @staticmethod
+    def _auxiliary_specs(auxiliary_tasks, auxiliary_weights, main) -> dict[str, TaskSpec]:
+        specs = resolve(auxiliary_tasks) if auxiliary_tasks else {}
+        overlap = [t for t in specs if t in main]
+        if overlap:
+            raise ValueError(
+                f"auxiliary_tasks {overlap} are also main tasks of the network; a task is either "
+                "predicted (and balanced) or auxiliary (deep supervision only)"
+            )
+        weights = dict(auxiliary_weights or {})
+        unknown = [t for t in weights if t not in specs]
+        if unknown:
+            raise ValueError(
+                f"auxiliary_weights for {unknown}, which are not auxiliary_tasks {list(specs)}"
+            )
+        return {t: (spec, float(weights.get(t, 1.0))) for t, spec in specs.items()}
+
     @property
     def tasks(self) -> dict[str, TaskSpec]:
         return dict(self._specs)
+
+    @property
+    def auxiliary_tasks(self) -> dict[str, TaskSpec]:
+        """Tasks supervised only through deep-supervision outputs, with fixed weights."""
+        return {t: spec for t, (spec, _) in self._aux_specs.items()}
 
     @property
     def sharing(self):
@@ -235,6 +323,7 @@ class MultiTaskModel(keras.Model):
             self._loss_tracker,
             *self._task_loss_trackers.values(),
             *self._weight_trackers.values(),
+            *self._stat_trackers.values(),
         ]
         for ms in self._task_metrics.values():
             out.extend(ms)
@@ -260,6 +349,7 @@ class MultiTaskModel(keras.Model):
             m.name: m.result() for m in (self._loss_tracker, *self._task_loss_trackers.values())
         }
         logs.update({m.name: m.result() for m in self._weight_trackers.values()})
+        logs.update({m.name: m.result() for m in self._stat_trackers.values()})
         for t, spec in self._specs.items():
             for m in self._task_metrics[t]:
                 logs.update({spec.metric_id(k): v for k, v in m.result().items()})
@@ -284,15 +374,20 @@ class MultiTaskModel(keras.Model):
                 f"labels must be a dict keyed by task name {list(self.task_names)}, got "
                 f"{type(y).__name__}"
             )
-        missing = [t for t in self.task_names if t not in y]
+        missing = [t for t in (*self.task_names, *self._aux_specs) if t not in y]
         if missing:
             raise LabelError(
                 f"label for task(s) {missing} missing from the batch; the batch has labels for "
-                f"{sorted(y)}; give a label per task or build the model without those tasks"
+                f"{sorted(y)}; give a label per task (auxiliary tasks included) or build the "
+                "model without those tasks"
             )
 
+    def _spec_of(self, key: str) -> TaskSpec:
+        task = task_of(key)
+        return self._specs[task] if task in self._specs else self._aux_specs[task][0]
+
     def _loss(self, key: str, label, prediction) -> tf.Tensor:
-        spec = self._specs[task_of(key)]
+        spec = self._spec_of(key)
         lshape, pshape = label.shape, prediction.shape
         if lshape.rank != 4 or (lshape[-1] is not None and lshape[-1] != spec.label_channels):
             raise LabelError(
@@ -316,13 +411,27 @@ class MultiTaskModel(keras.Model):
         return tf.cast(spec.loss(label, prediction, count_mean=_replica_mean), tf.float32)
 
     def task_losses(self, y, outputs) -> tuple[tf.Tensor, dict]:
-        """Per-task losses (T,) including deep supervision, and every term by output key."""
+        """Per-task losses (T,) including deep supervision, and every term by output key
+        (auxiliary tasks' terms included; they are not part of the per-task losses)."""
         self._check_labels(y)
         terms = {k: self._loss(k, y[task_of(k)], outputs[k]) for k in outputs}
         per_task = [
             tf.add_n([v for k, v in terms.items() if task_of(k) == t]) for t in self.task_names
         ]
         return tf.stack(per_task), terms
+
+    def extra_loss(self, terms, network_losses) -> tf.Tensor | None:
+        """What the objective adds outside the balancer, or None: the auxiliary tasks' terms
+        times their fixed weights, plus the network's own losses (``add_loss``, e.g. the sluice
+        networks' subspace orthogonality; weight regularisers). Weight decay is the optimizer's."""
+        parts = [
+            w * terms[k]
+            for k in self._aux
+            for t, (_, w) in self._aux_specs.items()
+            if task_of(k) == t
+        ]
+        parts += [tf.cast(v, tf.float32) for v in network_losses]
+        return tf.add_n(parts) if parts else None
 
     # ------------------------------------------------------------------ steps
     def _forward_pass(self, x, training):
@@ -337,30 +446,65 @@ class MultiTaskModel(keras.Model):
         variables = self.trainable_variables
         scale = loss_scale(self.optimizer)  # None unless mixed float16
         state = None if scale is None else self._snapshot_balancer_state()
-        persistent = self.balancer.level == "gradient"
+        loss_level = self.balancer.level == "loss"
+        persistent = not loss_level or self._stats_source is not None
+        split = self._heads is not None
+        encoder_tape = encoder_extra = None
+        if split:
+            with tf.GradientTape() as encoder_tape:
+                rep = list(tf.nest.flatten(self._encoder(x, training=True)))
+                encoder_losses = [tf.cast(v, tf.float32) for v in self._encoder.losses]
+                if encoder_losses:  # the encoder's own losses (add_loss, regularisers)
+                    encoder_extra = tf.add_n(encoder_losses) / replicas
         with tf.GradientTape(persistent=persistent) as tape:
-            outputs, rep = self._forward_pass(x, training=True)
+            if split:
+                tape.watch(rep)
+                outputs = self._heads([*tf.nest.flatten(x), *rep], training=True)
+                network_losses = self._heads.losses
+            else:
+                outputs, rep = self._forward_pass(x, training=True)
+                network_losses = self.network.losses
             losses, terms = self.task_losses(y, outputs)
+            extra = self.extra_loss(terms, network_losses)
             scaled = losses / replicas
             # slices taken inside the tape, so each task loss is a watched target
             per_task_losses = tf.unstack(scaled)
             global_losses = tf.stop_gradient(_replica_sum(scaled))
-            if self.balancer.level == "loss":
+            if extra is not None:
+                extra_scaled = extra / replicas
+            if loss_level:
                 objective, weights = self.balancer.combine(
                     losses, global_losses, self.optimizer.iterations
                 )
                 objective = objective / replicas
-        if self.balancer.level == "loss":
+                if extra is not None:
+                    objective = objective + extra_scaled
+        gramian = None
+        if loss_level:
             # scaled by the loss scale when there is one: LossScaleOptimizer unscales them
             grads = tape.gradient(objective, variables, output_gradients=scale)
-        elif self.gradient_source == "representation":
-            grads, weights = self._representation_step(
-                tape, per_task_losses, rep, global_losses, variables, scale
+            if self._stats_source is not None:
+                gramian = self._statistics_gramian(tape, per_task_losses, rep, variables, scale)
+        elif split:
+            grads, weights, gramian = self._representation_step(
+                (tape, encoder_tape),
+                per_task_losses,
+                rep,
+                global_losses,
+                variables,
+                scale,
+                extra=(extra_scaled if extra is not None else None, encoder_extra),
             )
         else:
-            grads, weights = self._shared_step(
+            grads, weights, gramian = self._shared_step(
                 tape, per_task_losses, global_losses, variables, scale
             )
+        if not loss_level and not split and extra is not None:
+            # outside the balancer: auxiliary tasks and the network's own losses
+            grads = [
+                tf.cast(tf.cast(g, tf.float32) + e, g.dtype)
+                for g, e in zip(grads, _gradient(tape, extra_scaled, variables, scale=scale))
+            ]
         del tape
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
@@ -378,7 +522,55 @@ class MultiTaskModel(keras.Model):
         if scale is not None:
             self._restore_balancer_state_unless(finite, state)
         weighted_total = tf.reduce_sum(tf.stop_gradient(weights) * losses)
+        if extra is not None:
+            weighted_total += tf.stop_gradient(extra)
+        if gramian is not None and self.gradient_statistics:
+            self._record_statistics(gramian)
         return self._update_trackers(losses, terms, y, outputs, weighted_total, weights)
+
+    # ------------------------------------------------------------------ gradient statistics
+    def _statistics_gramian(self, tape, scaled, rep, variables, scale):
+        """Gramian of the per-task gradients for a loss-level balancer's statistics (T extra
+        backward passes): of the representation when declared, else of the shared variables
+        (all-reduced first, so the Gramian is of the global batch's gradients)."""
+        t = len(self.task_names)
+        if self._stats_source == "representation":
+            rows = [
+                tf.concat(
+                    [
+                        tf.reshape(tf.cast(g, tf.float32), [-1])
+                        for g in _gradient(tape, scaled[i], rep, scale=scale)
+                    ],
+                    0,
+                )
+                for i in range(t)
+            ]
+            z = tf.stack(rows)
+            return _replica_sum(tf.matmul(z, z, transpose_b=True))
+        shared_ids = {id(v) for v in self._sharing.shared_variables}
+        shared = [v for v in variables if id(v) in shared_ids]
+        rows = [
+            tf.concat(
+                [
+                    tf.reshape(tf.cast(g, tf.float32), [-1])
+                    for g in _gradient(tape, scaled[i], shared, scale=scale)
+                ],
+                0,
+            )
+            for i in range(t)
+        ]
+        z = _replica_sum(tf.stack(rows))
+        return tf.matmul(z, z, transpose_b=True)
+
+    def _record_statistics(self, gramian) -> None:
+        """Per-task gradient norms, pairwise cosines and the conflicting-pair count."""
+        stats = balancing.gramian_statistics(tf.stop_gradient(gramian))
+        for i, t in enumerate(self.task_names):
+            self._stat_trackers[f"grad_norm_{t}"].update_state(stats["norms"][i])
+            for j in range(i + 1, len(self.task_names)):
+                name = f"grad_cos_{t}_{self.task_names[j]}"
+                self._stat_trackers[name].update_state(stats["cosine"][i, j])
+        self._stat_trackers["grad_conflicts"].update_state(tf.cast(stats["conflicts"], tf.float32))
 
     # ------------------------------------------------------------------ loss scaling
     def _snapshot_balancer_state(self):
@@ -417,68 +609,75 @@ class MultiTaskModel(keras.Model):
             )
         return out
 
-    def _representation_step(self, tape, scaled, rep, global_losses, variables, scale=None):
+    def _representation_step(
+        self, tapes, scaled, rep, global_losses, variables, scale=None, extra=(None, None)
+    ):
         """MGDA-UB style: balance the gradients of the shared representation ``z``.
 
-        Per task, one backward pass through the heads gives ``dL_i/dz`` and the task's gradient of
-        every variable downstream of ``z``; the weights come from the Gramian of the ``dL_i/dz``
-        (summed over replicas); the encoder receives ``J_z^T sum_i w_i dL_i/dz`` in a single
-        backward pass through it.
+        ``tapes`` are the tape over the heads (``z`` watched) and the one over the encoder. Per
+        task, one backward pass through the heads gives ``dL_i/dz`` and the task's gradient of
+        every head variable; the weights come from the Gramian of the ``dL_i/dz`` (summed over
+        replicas); the encoder receives ``J_z^T sum_i w_i dL_i/dz`` in a single backward pass
+        through it. ``extra`` (heads' part, encoder's part) is added unweighted: auxiliary tasks
+        and the network's own losses.
         """
-        if self.balancer.transforms_representation:
-            return self._transformed_representation_step(
-                tape, scaled, rep, global_losses, variables, scale
-            )
+        tape, encoder_tape = tapes
+        extra_heads, extra_encoder = extra
         up_ids = {id(v) for v in self._sharing.representation_variables}
         up = [v for v in variables if id(v) in up_ids]
         down = [v for v in variables if id(v) not in up_ids]
-        gz, per_task = [], []
-        for i in range(len(self.task_names)):
-            g = _gradient(tape, scaled[i], [*rep, *down], scale=scale)
-            gz.append(g[: len(rep)])
-            per_task.append(g[len(rep) :])
-        z = tf.stack(
-            [tf.concat([tf.reshape(tf.cast(t, tf.float32), [-1]) for t in g], 0) for g in gz]
-        )
-        gramian = _replica_sum(tf.matmul(z, z, transpose_b=True))
-        weights = self.balancer.weights_from_gramian(
-            gramian, global_losses, self.optimizer.iterations
-        )
-        weights = tf.stop_gradient(tf.cast(weights, tf.float32))
-        shared_ids = {id(v) for v in self._sharing.shared_variables}
-        down_grads = self._combine(per_task, weights, shared_ids, down)
-        rep_grad = [
-            tf.add_n([weights[i] * tf.cast(g[k], tf.float32) for i, g in enumerate(gz)])
-            for k in range(len(rep))
-        ]
-        up_grads = _gradient(tape, rep, up, rep_grad, scale)
+        t = len(self.task_names)
+        if self.balancer.transforms_representation:
+            # GradDrop: the balancer rewrites dL/dz itself; heads get sum_i g_i
+            task_grads = [
+                tf.stack([_gradient(tape, scaled[i], [r], scale=scale)[0] for i in range(t)])
+                for r in rep
+            ]
+            rep_grad = self.balancer.representation_gradients(
+                task_grads, rep, global_losses, self.optimizer.iterations, replica_sum=_replica_sum
+            )
+            rep_grad = [tf.cast(g, tf.float32) for g in rep_grad]
+            down_grads = _gradient(tape, list(scaled), down, scale=scale)
+            weights = tf.ones([t], tf.float32)
+            gramian = None
+            if self.gradient_statistics:
+                z = tf.concat([tf.reshape(tf.cast(g, tf.float32), [t, -1]) for g in task_grads], 1)
+                gramian = _replica_sum(tf.matmul(z, z, transpose_b=True))
+        else:
+            gz, per_task = [], []
+            for i in range(t):
+                g = _gradient(tape, scaled[i], [*rep, *down], scale=scale)
+                gz.append(g[: len(rep)])
+                per_task.append(g[len(rep) :])
+            z = tf.stack(
+                [tf.concat([tf.reshape(tf.cast(r, tf.float32), [-1]) for r in g], 0) for g in gz]
+            )
+            gramian = _replica_sum(tf.matmul(z, z, transpose_b=True))
+            weights = self.balancer.weights_from_gramian(
+                gramian, global_losses, self.optimizer.iterations
+            )
+            weights = tf.stop_gradient(tf.cast(weights, tf.float32))
+            shared_ids = {id(v) for v in self._sharing.shared_variables}
+            down_grads = self._combine(per_task, weights, shared_ids, down)
+            rep_grad = [
+                tf.add_n([weights[i] * tf.cast(g[k], tf.float32) for i, g in enumerate(gz)])
+                for k in range(len(rep))
+            ]
+        if extra_heads is not None:
+            g = _gradient(tape, extra_heads, [*rep, *down], scale=scale)
+            rep_grad = [a + tf.cast(b, tf.float32) for a, b in zip(rep_grad, g[: len(rep)])]
+            down_grads = [
+                tf.cast(a, tf.float32) + tf.cast(b, tf.float32)
+                for a, b in zip(down_grads, g[len(rep) :])
+            ]
+        targets, out_grads = list(rep), list(rep_grad)
+        if extra_encoder is not None:
+            targets.append(extra_encoder)
+            out_grads.append(None)
+        up_grads = _gradient(encoder_tape, targets, up, out_grads, scale)
         by_id = {id(v): g for v, g in zip(down, down_grads)}
         by_id.update({id(v): g for v, g in zip(up, up_grads)})
-        return [tf.cast(by_id[id(v)], v.dtype) for v in variables], weights
-
-    def _transformed_representation_step(
-        self, tape, scaled, rep, global_losses, variables, scale=None
-    ):
-        """Methods that rewrite the representation gradient itself (GradDrop).
-
-        One backward pass: the targets are every task loss (so heads get ``sum_i g_i``) plus the
-        representation with output gradient ``out - sum_i dL_i/dz``, which turns the encoder's
-        gradient into ``J_z^T out``.
-        """
-        t = len(self.task_names)
-        task_grads = [
-            tf.stack([_gradient(tape, scaled[i], [r], scale=scale)[0] for i in range(t)])
-            for r in rep
-        ]
-        out = self.balancer.representation_gradients(
-            task_grads, rep, global_losses, self.optimizer.iterations, replica_sum=_replica_sum
-        )
-        corrections = [
-            tf.cast(tf.cast(o, r.dtype), tf.float32) - tf.cast(tf.reduce_sum(g, 0), tf.float32)
-            for o, g, r in zip(out, task_grads, rep)
-        ]
-        grads = _gradient(tape, [*scaled, *rep], variables, [*[None] * t, *corrections], scale)
-        return grads, tf.ones([t], tf.float32)
+        return [tf.cast(by_id[id(v)], v.dtype) for v in variables], weights, gramian
 
     def _shared_step(self, tape, scaled, global_losses, variables, scale=None):
         """Balance the per-task gradients of the shared variables (T backward passes).
@@ -515,6 +714,7 @@ class MultiTaskModel(keras.Model):
             shared_updates = [tf.tensordot(weights, s, 1) for s in reduced]
         else:
             flat = tf.concat([tf.reshape(s, [s.shape[0], -1]) for s in reduced], 1)
+            gramian = tf.matmul(flat, flat, transpose_b=True) if self.gradient_statistics else None
             update = self.balancer.aggregate(flat, global_losses, step)
             pieces = tf.split(update, [s.shape[1:].num_elements() for s in reduced])
             shared_updates = [tf.reshape(p, s.shape[1:]) for p, s in zip(pieces, reduced)]
@@ -523,7 +723,7 @@ class MultiTaskModel(keras.Model):
         grads = self._combine(per_task, weights, set(), variables)  # task-specific rule for all
         for j, upd in zip(shared_idx, shared_updates):
             grads[j] = upd / replicas
-        return [tf.cast(g, v.dtype) for g, v in zip(grads, variables)], weights
+        return [tf.cast(g, v.dtype) for g, v in zip(grads, variables)], weights, gramian
 
     def test_step(self, data):
         x, y = data[0], data[1]
@@ -550,6 +750,7 @@ class MultiTaskModel(keras.Model):
         }
         if training:
             logs.update({m.name: m.result() for m in self._weight_trackers.values()})
+            logs.update({m.name: m.result() for m in self._stat_trackers.values()})
             logs["learning_rate"] = tf.convert_to_tensor(self.optimizer.learning_rate)
         if training and not self.train_metrics:
             return reducible_logs(logs)

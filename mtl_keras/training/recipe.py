@@ -11,9 +11,21 @@ import dataclasses
 import json
 from typing import Any
 
+from mtl_keras.architectures.init_from_single_task import check_architecture
 from mtl_keras.tasks import available as available_tasks
 from mtl_keras.training.distribute import STRATEGIES
 from mtl_keras.training.precision import PRECISIONS
+
+#: Builder arguments that come from their own recipe fields (``run.build_network``), not from
+#: ``architecture_kwargs``.
+RECIPE_BUILD_ARGUMENTS = (
+    "backbone",
+    "backbone_kwargs",
+    "head",
+    "head_kwargs",
+    "image_size",
+    "task_options",
+)
 
 
 @dataclasses.dataclass
@@ -27,11 +39,22 @@ class Recipe:
     ``seed`` seeds initialisation, shuffling and stochastic balancers (``data_seed`` the synthetic
     scenes); ``deterministic`` also turns on TensorFlow's op determinism. ``strategy``,
     ``precision``, ``worker_timeout`` and ``resume`` are described in ``docs/scale_out.md``.
+
+    ``architecture_kwargs`` go to the architecture's builder (e.g. ``{"alpha": 0.8, "beta": 0.05}``
+    for cross-stitch units); the builder's other arguments are recipe fields. Soft-sharing
+    networks (``mtl_keras.architectures.SOFT_SHARING_ARCHITECTURES``) may start from trained
+    single-task networks, as the survey's do (Sec. 5): ``init_from_single_task`` is ``None``
+    (from scratch), ``{task: checkpoint path}``, or ``"train"``: train each task's single-task
+    run first where it has not finished (see ``docs/architectures.md``).
     """
 
     name: str
     tasks: tuple[str, ...] = ("semseg", "depth", "normals", "edges", "saliency", "human_parts")
     task_options: dict = dataclasses.field(default_factory=dict)
+    #: tasks predicted only as deep supervision (PAD-Net's and MTI-Net's auxiliary tasks), with
+    #: fixed weights outside the balancer (``auxiliary_weights``, default 1 each)
+    auxiliary_tasks: tuple[str, ...] = ()
+    auxiliary_weights: dict = dataclasses.field(default_factory=dict)
     # data
     dataset: str = "synthetic"
     image_size: tuple[int, int] = (64, 64)
@@ -47,10 +70,17 @@ class Recipe:
     backbone_kwargs: dict = dataclasses.field(default_factory=dict)
     head: str = "hrnet"
     head_kwargs: dict = dataclasses.field(default_factory=dict)
+    architecture_kwargs: dict = dataclasses.field(default_factory=dict)
+    init_from_single_task: str | dict | None = None
     # balancing
     balancer: str = "fixed"
     balancer_kwargs: dict = dataclasses.field(default_factory=dict)
     gradient_source: str = "auto"
+    #: log per-task gradient norms, cosines and conflicts (None: for gradient-level balancers)
+    gradient_statistics: bool | None = None
+    #: ASTMT's adversarial task discriminator on loss gradients (> 0: its weight in the
+    #: objective; needs architecture="astmt", see mtl_keras.training.adversarial)
+    adversarial_weight: float = 0.0
     # optimisation
     optimizer: str = "adam"
     learning_rate: float = 1e-3
@@ -77,8 +107,9 @@ class Recipe:
 
     def __post_init__(self):
         self.tasks = tuple(self.tasks)
+        self.auxiliary_tasks = tuple(self.auxiliary_tasks)
         self.image_size = tuple(int(v) for v in self.image_size)
-        unknown = [t for t in self.tasks if t not in available_tasks()]
+        unknown = [t for t in (*self.tasks, *self.auxiliary_tasks) if t not in available_tasks()]
         if unknown:
             raise ValueError(
                 f"recipe {self.name!r} names unknown task(s) {unknown}; valid tasks: "
@@ -96,10 +127,43 @@ class Recipe:
                 f"recipe {self.name!r}: unknown precision {self.precision!r}; valid: "
                 f"{', '.join(PRECISIONS)}"
             )
+        self._check_architecture_fields()
+        if not self.adversarial_weight >= 0:
+            raise ValueError(
+                f"recipe {self.name!r}: adversarial_weight must be >= 0 (0: no adversarial "
+                f"discriminator), got {self.adversarial_weight!r}"
+            )
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(
                 f"recipe {self.name!r}: batch_size must be a positive integer (the global batch, "
                 f"split over all replicas), got {self.batch_size!r}"
+            )
+
+    def _check_architecture_fields(self) -> None:
+        if not isinstance(self.architecture_kwargs, dict):
+            raise ValueError(
+                f"recipe {self.name!r}: architecture_kwargs must be a dict of builder arguments, "
+                f"got {self.architecture_kwargs!r}"
+            )
+        fields = sorted(set(self.architecture_kwargs) & set(RECIPE_BUILD_ARGUMENTS))
+        if fields:
+            raise ValueError(
+                f"recipe {self.name!r}: architecture_kwargs may not set {fields}; they are recipe "
+                "fields, set those instead"
+            )
+        init = self.init_from_single_task
+        if init is None:
+            return
+        if not (init == "train" or isinstance(init, dict)):
+            raise ValueError(
+                f"recipe {self.name!r}: init_from_single_task must be None (from scratch), "
+                f'"train" or {{task: checkpoint path}}, got {init!r}'
+            )
+        check_architecture(self.architecture)
+        if isinstance(init, dict) and set(init) != set(self.tasks):
+            raise ValueError(
+                f"recipe {self.name!r}: init_from_single_task names the tasks {sorted(init)}; "
+                f"give one checkpoint for each task of {list(self.tasks)}"
             )
 
     @property
@@ -123,7 +187,7 @@ class Recipe:
                 value = json.loads(raw)
             except json.JSONDecodeError:
                 value = raw
-            if key == "tasks" and isinstance(value, str):
+            if key in ("tasks", "auxiliary_tasks") and isinstance(value, str):
                 value = tuple(v for v in value.split(",") if v)
             changes[key] = value
         return dataclasses.replace(self, **changes)

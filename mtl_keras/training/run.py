@@ -8,6 +8,7 @@ epochs already trained and ends with the weights of an uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -21,10 +22,12 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras import architectures, balancing, data
+from mtl_keras.architectures.astmt import task_features
 from mtl_keras.export import export_saved_model
 from mtl_keras.metrics import count_flops, count_params, delta_mtl, load_baselines, write_results
 from mtl_keras.tasks import TaskSpec, resolve
 from mtl_keras.training import distribute
+from mtl_keras.training.adversarial import AdversarialMultiTaskModel
 from mtl_keras.training.callbacks import (
     AtomicCheckpoint,
     NonFiniteLossGuard,
@@ -77,7 +80,7 @@ def load_data(recipe: Recipe) -> data.DataBundle:
         }
     return data.load(
         recipe.dataset,
-        recipe.tasks,
+        (*recipe.tasks, *recipe.auxiliary_tasks),
         image_size=recipe.image_size,
         train_examples=recipe.train_examples,
         val_examples=recipe.val_examples,
@@ -93,7 +96,18 @@ def task_specs(recipe: Recipe, bundle_options: dict | None = None) -> dict[str, 
     return resolve(recipe.tasks, options)
 
 
-def build_network(recipe: Recipe, specs: dict[str, TaskSpec]) -> keras.Model:
+def auxiliary_specs(recipe: Recipe, bundle_options: dict | None = None) -> dict[str, TaskSpec]:
+    """TaskSpecs of the recipe's auxiliary (deep-supervision only) tasks."""
+    if not recipe.auxiliary_tasks:
+        return {}
+    options = {**(bundle_options or {}), **recipe.task_options}
+    return resolve(recipe.auxiliary_tasks, options)
+
+
+def build_network(
+    recipe: Recipe, specs: dict[str, TaskSpec], auxiliary: dict[str, TaskSpec] | None = None
+) -> keras.Model:
+    extra = {"auxiliary_tasks": list(auxiliary.values())} if auxiliary else {}
     return architectures.build(
         recipe.architecture,
         list(specs.values()),
@@ -102,7 +116,98 @@ def build_network(recipe: Recipe, specs: dict[str, TaskSpec]) -> keras.Model:
         head=recipe.head,
         head_kwargs=recipe.head_kwargs,
         image_size=recipe.image_size,
+        **recipe.architecture_kwargs,
+        **extra,
     )
+
+
+def single_task_recipe(recipe: Recipe, task: str) -> Recipe:
+    """The single-task run whose network starts ``task``'s column of ``recipe``'s network.
+
+    As the survey's single-task baselines (Vandenhende et al., TPAMI 2022, Sec. 5): the recipe's
+    data, backbone, head and optimisation with only ``task`` and its unweighted loss; named
+    ``f"{recipe.name}__single_{task}"``, in the same ``run_dir``.
+    """
+    return dataclasses.replace(
+        recipe,
+        name=f"{recipe.name}__single_{task}",
+        tasks=(task,),
+        architecture="single_task",
+        architecture_kwargs={},
+        init_from_single_task=None,
+        balancer="fixed",
+        balancer_kwargs={},
+        gradient_source="auto",
+        baselines=None,
+        export_version=None,
+    )
+
+
+def checkpoint_path(recipe: Recipe) -> str:
+    """Where a run of ``recipe`` keeps its weights (written after every epoch)."""
+    return AtomicCheckpoint(os.path.join(recipe.output_dir, "checkpoints")).path
+
+
+def single_task_checkpoints(recipe: Recipe) -> dict[str, str] | None:
+    """``{task: checkpoint}`` that start the recipe's network, or ``None`` (from scratch)."""
+    init = recipe.init_from_single_task
+    if init is None:
+        return None
+    if isinstance(init, dict):
+        return {t: str(init[t]) for t in recipe.tasks}
+    return {t: checkpoint_path(single_task_recipe(recipe, t)) for t in recipe.tasks}
+
+
+def missing_single_task_runs(recipe: Recipe) -> list[Recipe]:
+    """The single-task runs ``init_from_single_task="train"`` still has to train.
+
+    A run counts as done once it has written ``results.json`` (at its end; an interrupted one is
+    trained again, resuming from its backup). A done run trained with other settings than
+    :func:`single_task_recipe` derives now is refused rather than silently used.
+    """
+    if recipe.init_from_single_task != "train":
+        return []
+    missing = []
+    for task in recipe.tasks:
+        single = single_task_recipe(recipe, task)
+        done = os.path.join(single.output_dir, "results.json")
+        if not (os.path.exists(done) and os.path.exists(checkpoint_path(single))):
+            missing.append(single)
+            continue
+        with open(os.path.join(single.output_dir, "recipe.json")) as f:
+            stored = json.load(f)
+        wanted = json.loads(json.dumps(fingerprint(single), default=str))
+        differ = sorted(k for k in wanted if stored.get(k) != wanted[k])
+        if differ:
+            raise ValueError(
+                f"the single-task run {single.output_dir!r} that initialises {recipe.name!r} was "
+                f"trained with other {differ}; remove that folder to train it again, or pass "
+                "init_from_single_task={task: checkpoint path}"
+            )
+    return missing
+
+
+def initialise_from_single_task(
+    recipe: Recipe, network: keras.Model, specs: dict[str, TaskSpec]
+) -> dict[str, str] | None:
+    """Copy the recipe's single-task checkpoints into ``network``'s task columns and heads.
+
+    Returns ``{task: checkpoint}`` used, or ``None`` when the recipe starts from scratch.
+    """
+    checkpoints = single_task_checkpoints(recipe)
+    if checkpoints is None:
+        return None
+    sources = architectures.load_single_task_networks(
+        specs,
+        checkpoints,
+        backbone=recipe.backbone,
+        backbone_kwargs=recipe.backbone_kwargs,
+        head=recipe.head,
+        head_kwargs=recipe.head_kwargs,
+        image_size=recipe.image_size,
+    )
+    architectures.init_from_single_task(network, sources)
+    return checkpoints
 
 
 def make_optimizer(recipe: Recipe, total_steps: int) -> keras.optimizers.Optimizer:
@@ -137,16 +242,41 @@ def balancer_kwargs(recipe: Recipe) -> dict:
     return kwargs
 
 
-def build_model(recipe: Recipe, specs: dict[str, TaskSpec], steps: int) -> MultiTaskModel:
+def build_model(
+    recipe: Recipe,
+    specs: dict[str, TaskSpec],
+    steps: int,
+    auxiliary: dict[str, TaskSpec] | None = None,
+) -> MultiTaskModel:
     """Network, trainer and built optimizer (call inside the strategy's scope and the recipe's
-    precision policy, see :func:`train`)."""
-    network = build_network(recipe, specs)
-    model = MultiTaskModel(
+    precision policy, see :func:`train`). ``auxiliary``: the specs of the recipe's auxiliary
+    tasks (:func:`auxiliary_specs`; default: resolved without dataset options)."""
+    if auxiliary is None:
+        auxiliary = auxiliary_specs(recipe)
+    network = build_network(recipe, specs, auxiliary)
+    trainer, adversarial = MultiTaskModel, {}
+    if recipe.adversarial_weight > 0:  # ASTMT's discriminator, its reversal ramped over the run
+        if not task_features(network):
+            raise ValueError(
+                f"recipe {recipe.name!r}: adversarial_weight={recipe.adversarial_weight} needs "
+                f"per-task TaskFeatures markers, which architecture {recipe.architecture!r} does "
+                "not have; use architecture='astmt' or adversarial_weight=0"
+            )
+        trainer = AdversarialMultiTaskModel
+        adversarial = {
+            "adversarial_weight": recipe.adversarial_weight,
+            "reversal_steps": max(int(steps), 1),
+        }
+    model = trainer(
         network,
         list(specs.values()),
         recipe.balancer,
         balancer_kwargs=balancer_kwargs(recipe),
         gradient_source=recipe.gradient_source,
+        auxiliary_tasks=list(auxiliary.values()),
+        auxiliary_weights=recipe.auxiliary_weights,
+        gradient_statistics=recipe.gradient_statistics,
+        **adversarial,
     )
     model.compile(
         optimizer=make_optimizer(recipe, steps), jit_compile=resolve_jit(recipe.jit_compile)
@@ -231,9 +361,12 @@ def train(
     """Run a recipe end to end; returns a summary dict (metrics, baseline, paths).
 
     The strategy is created first (a multi-worker strategy must exist before any TensorFlow
-    operation runs). With ``recipe.resume`` (the default) a run killed part-way continues, when
-    started again with the same recipe, from the end of its last complete epoch and ends with the
-    weights of an uninterrupted run; the resume state is removed once the run has finished.
+    operation runs). With ``recipe.init_from_single_task="train"`` the single-task runs that
+    initialise the network (:func:`single_task_recipe`) are trained first where not yet done,
+    under the same strategy and without export. With ``recipe.resume`` (the default) a run killed
+    part-way continues, when started again with the same recipe, from the end of its last
+    complete epoch and ends with the weights of an uninterrupted run; the resume state is removed
+    once the run has finished.
     Under a multi-worker strategy every worker trains, but only the chief writes files.
 
     Args:
@@ -246,13 +379,19 @@ def train(
     distribute.check_batch_size(recipe.batch_size, strategy)
     if recipe.deterministic:
         tf.config.experimental.enable_op_determinism()
+    for single in missing_single_task_runs(recipe):
+        _run(single, strategy, verbose, False, [])
+    return _run(recipe, strategy, verbose, export, callbacks or [])
+
+
+def _run(recipe, strategy, verbose, export, extra_callbacks) -> dict:
     set_seed(recipe.seed)
     chief = distribute.is_chief(strategy)
     # non-chief workers write their (identical) logs and checkpoints to a private folder
     out = recipe.output_dir if chief else tempfile.mkdtemp(prefix="mtl-keras-worker-")
     try:
         with precision_policy(recipe.precision):
-            return _train(recipe, strategy, out, chief, verbose, export, callbacks or [])
+            return _train(recipe, strategy, out, chief, verbose, export, extra_callbacks)
     finally:
         if not chief:
             shutil.rmtree(out, ignore_errors=True)
@@ -267,7 +406,11 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks) -> di
         os.path.join(out, "recipe.json"), json.dumps(recipe.to_dict(), indent=2, default=str)
     )
     with strategy.scope():
-        model = build_model(recipe, specs, steps * recipe.epochs)
+        model = build_model(
+            recipe, specs, steps * recipe.epochs, auxiliary_specs(recipe, bundle.task_options)
+        )
+    # before the restore: a resumed run's own state wins
+    initialised_from = initialise_from_single_task(recipe, model.network, specs)
     backup = TrainingBackup(
         os.path.join(recipe.output_dir, "backup"), fingerprint=fingerprint(recipe), write=chief
     )
@@ -319,6 +462,7 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks) -> di
         "trivial_baseline": baseline,
         "checkpoint": checkpoint.path if chief else None,
         "resumed_from_epoch": initial_epoch,
+        "init_from_single_task": initialised_from,
         "replicas": strategy.num_replicas_in_sync,
         **count_params(model.network),
         "flops": count_flops(model.network, (*recipe.image_size, 3)),

@@ -1,5 +1,8 @@
 """ASTMT: task-conditioned passes with shared weights, zero-initialised adapters, the twice
-differentiable resize, gradient reversal, and a reference adversarial step on loss gradients."""
+differentiable resize, gradient reversal, a reference adversarial step on loss gradients, and the
+adversarial trainer (mtl_keras.training.adversarial)."""
+
+import dataclasses
 
 import keras
 import numpy as np
@@ -17,8 +20,12 @@ from mtl_keras.architectures.astmt import (
     task_network,
 )
 from mtl_keras.heads import ResizeLike
+from mtl_keras.training import run as run_module
+from mtl_keras.training.adversarial import AdversarialMultiTaskModel, reversal_schedule
+from mtl_keras.training.precision import precision_policy
+from mtl_keras.training.recipe import Recipe
 from tests.architectures.tiny import TINY, raw_images, tiny_architecture
-from tests.utils import tiny_arrays, tiny_specs
+from tests.utils import tiny_arrays, tiny_network, tiny_specs, two_replicas
 
 
 def _bilinear_matrix(out_size, in_size):
@@ -128,3 +135,172 @@ def test_backbone_without_residual_blocks_is_rejected():
     fake = keras.Model(image, {f"P{i}": features for i in range(2, 6)}, name="plain")
     with pytest.raises(ValueError, match=r"backbone 'plain' has none.*resnet18"):
         build_astmt(["depth"], backbone=fake, head="conv")
+
+
+# ---------------------------------------------------------------------- the adversarial trainer
+ADV_TASKS = ("semseg", "depth")
+
+
+def _adversarial_model(seed=0, balancer="fixed", **kwargs):
+    """The tiny ASTMT in the adversarial trainer, run eagerly (tracing the second-order step
+    costs far more than running it on these sizes)."""
+    keras.utils.set_random_seed(seed)
+    specs = tiny_specs(ADV_TASKS)
+    network = build_astmt(list(specs.values()), **TINY)
+    model = AdversarialMultiTaskModel(network, list(specs.values()), balancer, **kwargs)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), run_eagerly=True)
+    return model
+
+
+def _adversarial_data(n=4, batch=2):
+    arrays = tiny_arrays(ADV_TASKS, n=n)
+    labels = {t: arrays[t] for t in ADV_TASKS}
+    return tf.data.Dataset.from_tensor_slices((arrays["image"], labels)).batch(batch)
+
+
+def test_adversarial_fit_trains_the_discriminator_and_logs_it():
+    model = _adversarial_model(adversarial_weight=1.0, reversal_steps=4)
+    assert {id(v) for v in model.discriminator.trainable_variables} <= {
+        id(v) for v in model.trainable_variables
+    }
+    before = [v.numpy() for v in model.discriminator.trainable_variables]
+    logs = model.fit(_adversarial_data(), epochs=1, verbose=0, shuffle=False).history
+    assert int(model.optimizer.iterations.numpy()) == 2
+    assert np.isfinite(logs["discriminator_loss"][-1]) and logs["discriminator_loss"][-1] > 0
+    assert 0.0 <= logs["discriminator_accuracy"][-1] <= 1.0
+    after = model.discriminator.trainable_variables
+    assert all(not np.array_equal(b, a.numpy()) for b, a in zip(before, after, strict=True))
+    assert "discriminator_loss" not in model.evaluate(
+        _adversarial_data(), return_dict=True, verbose=0
+    )
+
+
+def test_adversarial_gradient_is_reversed_for_the_network_only():
+    """On a fixed batch: with reversal lambda the network's gradient of the adversarial term is
+    -lambda times its gradient without reversal (reversal scale -1: identity); the
+    discriminator's is unchanged; the term reaches the encoder through the second-order path and
+    equals the reference formulation (an inner tape around the whole forward pass)."""
+    lam = 0.3
+    model = _adversarial_model(discriminator_kwargs={"reversal": lam})
+    arrays = tiny_arrays(ADV_TASKS, n=2)
+    x = tf.constant(arrays["image"], tf.float32)
+    y = {t: tf.constant(arrays[t]) for t in ADV_TASKS}
+    net_vars = model.network.trainable_variables
+    variables = net_vars + model.discriminator.trainable_variables
+
+    def gradients(reversal):
+        model.discriminator.get_layer("reversal").scale = reversal
+        with tf.GradientTape() as tape:
+            loss, _ = model.adversarial_terms(x, y, training=False)
+        return float(loss), [np.asarray(g) for g in tape.gradient(loss, variables)]
+
+    loss_rev, rev = gradients(lam)
+    loss_plain, plain = gradients(-1.0)
+    assert loss_rev == loss_plain
+    n = len(net_vars)
+    for g_rev, g_plain in zip(rev[:n], plain[:n], strict=True):
+        np.testing.assert_allclose(g_rev, -lam * g_plain, rtol=1e-5, atol=1e-9)
+    for g_rev, g_plain in zip(rev[n:], plain[n:], strict=True):
+        np.testing.assert_allclose(g_rev, g_plain, rtol=1e-5, atol=1e-9)
+    reached = {v.path for v, g in zip(net_vars, plain) if np.abs(g).max() > 0}
+    assert "stem_conv/kernel" in reached
+
+    specs = model.tasks  # the reference: differentiate the whole forward pass
+    forward = keras.Model(
+        model.network.input, {"out": model.network.output, "feat": task_features(model.network)}
+    )
+    with tf.GradientTape() as outer:
+        with tf.GradientTape(persistent=True) as inner:
+            out = forward(x, training=False)
+            losses = {t: specs[t].loss(y[t], out["out"][t]) for t in ADV_TASKS}
+        grads = {t: inner.gradient(losses[t], out["feat"][t]) for t in ADV_TASKS}
+        reference = discriminator_loss(model.discriminator, grads, ADV_TASKS)
+    np.testing.assert_allclose(float(reference), loss_plain, rtol=1e-5)
+    for g_ref, g in zip(outer.gradient(reference, variables), plain, strict=True):
+        np.testing.assert_allclose(np.asarray(g_ref), g, rtol=1e-4, atol=1e-8)
+
+
+def test_adversarial_trainer_state_round_trip(tmp_path):
+    model = _adversarial_model()
+    path = str(tmp_path / "trainer.weights.h5")
+    model.save_weights(path)
+    fresh = _adversarial_model(seed=1)
+    assert not np.array_equal(
+        fresh.discriminator.weights[0].numpy(), model.discriminator.weights[0].numpy()
+    )
+    fresh.load_weights(path)
+    assert len(fresh.weights) == len(model.weights)
+    for a, b in zip(model.weights, fresh.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_adversarial_step_on_two_replicas_equals_one_device():
+    if len(tf.config.list_logical_devices("CPU")) < 2:
+        pytest.skip("needs 2 logical CPUs (tests/conftest.py)")
+    data = _adversarial_data(n=4, batch=4)
+
+    def one_step(strategy):
+        with strategy.scope():
+            model = _adversarial_model(
+                adversarial_weight=1.0, discriminator_kwargs={"reversal": 0.5}
+            )
+        model.fit(data, epochs=1, verbose=0, shuffle=False)
+        return [v.numpy() for v in model.trainable_variables]
+
+    single = one_step(tf.distribute.get_strategy())
+    for a, b in zip(single, one_step(two_replicas()), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_adversarial_trainer_rejects_gradient_balancers_and_unmarked_networks():
+    with pytest.raises(ValueError, match=r"loss-level balancers only.*'mgda'"):
+        _adversarial_model(balancer="mgda")
+    specs = list(tiny_specs(ADV_TASKS).values())
+    with pytest.raises(ValueError, match=r"no TaskFeatures marker.*architecture='astmt'"):
+        AdversarialMultiTaskModel(tiny_network(ADV_TASKS), specs)
+
+
+def test_reversal_schedule_ramps_from_zero_to_one():
+    values = [float(reversal_schedule(s, 10)) for s in (-1, 0, 4, 9, 50)]
+    assert values[0] == 0.0 and values[-1] == values[-2]
+    assert values == sorted(values) and values[-1] == pytest.approx(1.0, abs=1e-4)
+    assert values[2] == pytest.approx(2 / (1 + np.exp(-5.0)) - 1)
+
+
+def test_adversarial_mixed_float16_step_is_applied():
+    """The float32 tail and discriminator keep the inner gradients out of float16; the outer
+    backward pass is loss-scaled (Keras's initial 2^15) and the step is not skipped."""
+    with precision_policy("mixed_float16"):
+        model = _adversarial_model(adversarial_weight=1.0)
+    assert model.network.get_layer("stage1_block1_conv1").compute_dtype == "float16"
+    assert model.network.output["depth"].dtype == "float32"
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    arrays = tiny_arrays(ADV_TASKS, n=2)
+    x, y = tf.constant(arrays["image"]), {t: tf.constant(arrays[t]) for t in ADV_TASKS}
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert all(np.isfinite(v) for v in logs.values()), logs
+    assert int(model.optimizer.iterations.numpy()) == 1
+
+
+def test_recipe_adversarial_weight_selects_the_adversarial_trainer():
+    recipe = Recipe(
+        name="adv",
+        tasks=ADV_TASKS,
+        image_size=(32, 32),
+        architecture="astmt",
+        backbone="resnet10",
+        backbone_kwargs={"width": 8, "output_stride": 8},
+        head="conv",
+        head_kwargs={"filters": 8, "num_convs": 1},
+        adversarial_weight=0.01,
+        jit_compile=False,
+    )
+    model = run_module.build_model(recipe, run_module.task_specs(recipe), steps=50)
+    assert isinstance(model, AdversarialMultiTaskModel)
+    assert (model.adversarial_weight, model.reversal_steps) == (0.01, 50)
+    assert model.optimizer.built
+    plain = dataclasses.replace(recipe, architecture="hard_sharing")
+    with pytest.raises(ValueError, match=r"adversarial_weight=0.01 needs.*'hard_sharing'"):
+        run_module.build_model(plain, run_module.task_specs(plain), steps=50)
+    with pytest.raises(ValueError, match="adversarial_weight must be >= 0"):
+        dataclasses.replace(recipe, adversarial_weight=-1.0)

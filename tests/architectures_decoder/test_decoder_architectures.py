@@ -148,3 +148,36 @@ def test_summary_counts_the_same_network(trained, capsys):
     assert main(argv) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["params"] == count_params(trained.net)["params"] and info["flops"] > 0
+
+
+@pytest.mark.parametrize("arch", ["padnet", "mtinet"])
+def test_auxiliary_tasks_get_deep_supervision_only(arch):
+    """The survey's NYUD-v2 setting: normals predicted at the initial stage / scales only, sending
+    distillation messages to the main tasks and trained by a fixed-weight auxiliary loss."""
+    aux = tiny_specs(("normals",))
+    net = _build(arch, auxiliary_tasks=list(aux.values()))
+    assert "normals" not in net.output
+    assert {f"normals/{tag}" for tag in AUX[arch]} <= set(net.output)
+    names = {layer.name for layer in net.layers}
+    assert any(n.startswith("semseg") and "_from_normals" in n for n in names)
+    assert not any(n.startswith("normals") and "_from_" in n for n in names)
+    with pytest.raises(ValueError, match="both predicted and auxiliary"):
+        _build(arch, auxiliary_tasks=["semseg"])
+
+    model = MultiTaskModel(
+        net,
+        list(_specs().values()),
+        auxiliary_tasks=list(aux.values()),
+        auxiliary_weights={"normals": 10.0},
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=True)
+    before = {v.path: v.numpy().copy() for v in net.trainable_variables}
+    logs = model.train_step(next(iter(tiny_dataset((*TASKS, "normals"), n=2, size=SIZE, batch=2))))
+    assert all(np.isfinite(float(logs[f"normals/{tag}_loss"])) for tag in AUX[arch])
+    moved = [
+        v.path
+        for v in net.trainable_variables
+        if v.path.startswith("normals") and not np.array_equal(before[v.path], v.numpy())
+    ]
+    assert moved  # the auxiliary branch is trained
+    assert "normals" not in model.tasks and "normals" in model.auxiliary_tasks

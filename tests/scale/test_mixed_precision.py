@@ -24,10 +24,7 @@ BALANCERS = [
     ("graddrop", "representation"),
 ]
 #: architectures failing under mixed_float16 for reasons outside the trainer
-KNOWN_BUGS = {
-    "astmt": "DifferentiableResizeLike's custom gradient returns float32 for a float16 input "
-    "(tf.image.resize outputs float32); its grad must cast to the input's dtype",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _batch(tasks=TASKS, size=16, n=2):
