@@ -4,8 +4,9 @@
   (`evaluate`, `evaluate_to_file`, `SurveyEvaluator`) and PNG grids of predictions
   (`prediction_grid`).
 * `mtl_keras.evaluation.compare`: the Markdown table of runs with each task's metric, params,
-  FLOPs and Δ_MTL, and a PNG bar chart of Δ_MTL (``compare.compare``; ``mtl-keras compare``
-  through ``compare.add_arguments`` / ``compare.run``). The module, not its function, is the
+  FLOPs and Δ_MTL, a PNG bar chart of Δ_MTL and per-task PNG grids of every run's predictions
+  (``compare.compare``, ``compare.prediction_grids``; ``mtl-keras compare`` through
+  ``compare.add_arguments`` / ``compare.run``). The module, not its function, is the
   package's ``compare`` attribute.
 """
 

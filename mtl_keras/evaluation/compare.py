@@ -12,7 +12,12 @@ Each task is shown by its primary metric (the TaskSpec's, or the survey protocol
 it, e.g. ``edges_ods_f`` over the training proxy ``edges_f``). Δ_MTL (Vandenhende et al.,
 "Multi-Task Learning for Dense Prediction Tasks: A Survey", TPAMI 2022, Eq. 10) compares every
 run with the single-task baselines: the single-task runs among the compared ones, or the result
-files given as ``baselines``.
+files given as ``baselines``. ``trivial=True`` adds a row for the constant predictors that
+``mtl-keras train`` scores next to every run (majority class, mean depth...), as a floor.
+
+`prediction_grids` draws, per task, the predictions of every run on the same validation images
+side by side (runs need ``recipe.json`` and ``checkpoints/last.weights.h5``, as ``mtl-keras
+train`` writes them); ``mtl-keras compare --out DIR`` writes them next to the table and chart.
 
 Example:
     >>> print(compare(["runs/st_semseg", "runs/st_depth", "runs/mtl"]))  # doctest: +SKIP
@@ -48,6 +53,7 @@ class RunResult:
     metrics: dict[str, float]
     params: int | None = None
     flops: int | None = None
+    trivial: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _load_json(path: Path) -> dict:
@@ -95,6 +101,7 @@ def read_run(path: str | os.PathLike) -> RunResult:
     else:
         raise FileNotFoundError(f"{path} does not exist; pass run folders or result JSON files.")
     metrics: dict[str, float] = {}
+    trivial: dict[str, float] = {}
     params = flops = None
     name = path.stem if path.is_file() else path.name
     for file in files:
@@ -105,6 +112,8 @@ def read_run(path: str | os.PathLike) -> RunResult:
                 "{...}} as written by mtl_keras.metrics.write_results."
             )
         metrics.update({k: float(v) for k, v in content["metrics"].items()})
+        if isinstance(content.get("trivial_baseline"), dict):
+            trivial.update({k: float(v) for k, v in content["trivial_baseline"].items()})
         params = _complexity(content, "params") or params
         flops = _complexity(content, "flops") or flops
         name = str(content.get("task") or name)
@@ -114,7 +123,24 @@ def read_run(path: str | os.PathLike) -> RunResult:
         recipe = _load_json(recipe_file)
         tasks = tuple(recipe.get("tasks") or ())
         name = str(recipe.get("name") or name)
-    return RunResult(name, str(path), tasks or _tasks_from_metrics(metrics), metrics, params, flops)
+    tasks = tasks or _tasks_from_metrics(metrics)
+    return RunResult(name, str(path), tasks, metrics, params, flops, trivial)
+
+
+def trivial_run(runs: Sequence[RunResult], name: str = "trivial (constant)") -> RunResult | None:
+    """A pseudo-run of the trivial baselines the runs recorded (``trivial_baseline`` of
+    ``results.json``), over every task of ``runs``; None when no run recorded one."""
+    metrics: dict[str, float] = {}
+    for run in runs:
+        for key, value in run.trivial.items():
+            metrics.setdefault(key, value)
+    if not metrics:
+        return None
+    tasks = tuple(
+        t for t in dict.fromkeys(t for run in runs for t in run.tasks)
+        if any(k.startswith(f"{t}_") for k in metrics)
+    )  # fmt: skip
+    return RunResult(name, "", tasks, metrics)
 
 
 def primary_metrics(
@@ -200,6 +226,13 @@ def _format_value(key: str, value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
 
+def _format_count(value: int | None, unit: float) -> str:
+    """``value / unit`` with two decimals, three below 1 (small models' GFLOPs); — when unknown."""
+    if not value:
+        return "—"
+    return f"{value / unit:.2f}" if value >= unit else f"{value / unit:.3f}"
+
+
 def markdown_table(rows: Sequence[dict], primary: Mapping[str, tuple[str, bool]]) -> str:
     """A Markdown table: run, tasks, one column per task metric, params, FLOPs, Δ_MTL."""
     header = ["run", "tasks"]
@@ -216,8 +249,8 @@ def markdown_table(rows: Sequence[dict], primary: Mapping[str, tuple[str, bool]]
             cells.append(
                 _format_value(key, row["values"].get(task)) if task in row["tasks"] else ""
             )
-        cells.append(f"{row['params'] / 1e6:.2f}" if row["params"] else "—")
-        cells.append(f"{row['flops'] / 1e9:.2f}" if row["flops"] else "—")
+        cells.append(_format_count(row["params"], 1e6))
+        cells.append(_format_count(row["flops"], 1e9))
         cells.append(f"{row['delta']:+.2f}" if row["delta"] is not None else "—")
         lines.append("| " + " | ".join(cells) + " |")
     notes = [
@@ -228,26 +261,41 @@ def markdown_table(rows: Sequence[dict], primary: Mapping[str, tuple[str, bool]]
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
-def delta_chart(rows: Sequence[dict], path: str | os.PathLike, *, width: int = 640) -> str:
+def delta_chart(
+    rows: Sequence[dict],
+    path: str | os.PathLike,
+    *,
+    width: int = 640,
+    single_task: bool = False,
+) -> str:
     """Write a horizontal bar chart of Δ_MTL (one bar per run that has one) as a PNG (PIL).
 
-    Bars grow right (green) for positive and left (red) for negative values from a zero line.
+    Bars grow right (green) for positive and left (red) for negative values from a zero line;
+    the axis spans the values and zero.
+    Single-task rows (Δ_MTL 0 against themselves) are left out unless ``single_task`` is True or
+    no other row has a Δ_MTL.
     """
     items = [(row["name"], row["delta"]) for row in rows if row["delta"] is not None]
+    multi = [(row["name"], row["delta"]) for row in rows
+             if row["delta"] is not None and len(row["tasks"]) > 1]  # fmt: skip
+    if multi and not single_task:
+        items = multi
     font = ImageFont.load_default()
     bar, gap, top, label_w, value_w = 18, 6, 28, 200, 70
     height = top + max(1, len(items)) * (bar + gap) + gap
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((8, 6), "Δ_MTL (%) vs single-task baselines", fill="black", font=font)
+    draw.text((8, 6), "Delta_MTL (%) against the single-task baselines", fill="black", font=font)
     plot_left, plot_right = label_w, width - value_w
-    limit = max([abs(v) for _, v in items] + [1e-9])
-    zero = (plot_left + plot_right) / 2
-    half = (plot_right - plot_left) / 2 - 2
+    # the axis spans [min(0, values), max(0, values)]: all-negative bars use the whole width
+    low = min([v for _, v in items] + [0.0])
+    high = max([v for _, v in items] + [0.0])
+    scale = (plot_right - plot_left - 4) / max(high - low, 1e-9)
+    zero = plot_left + 2 + (0.0 - low) * scale
     draw.line([(zero, top - 4), (zero, height - gap)], fill=(120, 120, 120), width=1)
     for i, (name, value) in enumerate(items):
         y = top + i * (bar + gap)
-        end = zero + half * value / limit
+        end = zero + value * scale
         color = (46, 139, 87) if value >= 0 else (200, 60, 60)
         draw.rectangle([(min(zero, end), y), (max(zero, end), y + bar)], fill=color)
         label = name
@@ -260,12 +308,126 @@ def delta_chart(rows: Sequence[dict], path: str | os.PathLike, *, width: int = 6
     return os.fspath(path)
 
 
+def _trained_run(folder: Path):
+    """``(recipe, weights path)`` of a run folder written by ``mtl-keras train``, else None."""
+    from mtl_keras.training.recipe import Recipe
+
+    weights = folder / "checkpoints" / "last.weights.h5"
+    recipe_file = folder / "recipe.json"
+    if not (folder.is_dir() and recipe_file.is_file() and weights.is_file()):
+        return None
+    stored = _load_json(recipe_file)
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    try:
+        recipe = Recipe(**{k: v for k, v in stored.items() if k in fields})
+    except (TypeError, ValueError):
+        return None
+    return recipe, weights
+
+
+def _validation_examples(recipe, examples: int):
+    """The first ``examples`` validation images and labels of ``recipe``'s data."""
+    import numpy as np
+
+    from mtl_keras.training import run
+
+    small = dataclasses.replace(
+        recipe, train_examples=recipe.batch_size, val_examples=max(examples, 1)
+    )
+    bundle = run.load_data(small)
+    images, labels = [], {t: [] for t in recipe.tasks}
+    for batch_images, batch_labels in bundle.val:
+        images.append(np.asarray(batch_images))
+        for t in recipe.tasks:
+            labels[t].append(np.asarray(batch_labels[t]))
+        if sum(len(i) for i in images) >= examples:
+            break
+    images = np.concatenate(images)[:examples]
+    return images, {t: np.concatenate(v)[:examples] for t, v in labels.items()}, bundle
+
+
+def prediction_grids(
+    run_dirs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    examples: int = 3,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Write one PNG per task: rows are validation images; columns the image, the label and the
+    prediction of every run that has the task, in ``run_dirs`` order.
+
+    Every run is rebuilt from its ``recipe.json`` and loaded from its
+    ``checkpoints/last.weights.h5``; folders without them (and result files) are skipped. All
+    runs must see the same validation images (same dataset, image size and data seed).
+
+    Args:
+        run_dirs: run folders written by ``mtl-keras train``.
+        out_dir: folder for ``predictions_{task}.png``.
+        examples: validation images per grid.
+        names: ``{run folder: column title}``; default: the run's recipe name.
+
+    Returns:
+        ``{task: path}`` of the grids written.
+
+    Raises:
+        ValueError: two runs were evaluated on different images.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from mtl_keras.data.preview import preview_grid
+    from mtl_keras.training import run
+    from mtl_keras.training.precision import precision_policy
+
+    names = {os.fspath(k): v for k, v in (names or {}).items()}
+    images = reference = None
+    labels: dict[str, np.ndarray] = {}
+    columns: dict[str, dict[str, np.ndarray]] = {}
+    colorize: dict[str, object] = {}
+    for folder in map(Path, run_dirs):
+        trained = _trained_run(folder)
+        if trained is None:
+            continue
+        recipe, weights = trained
+        run_images, run_labels, bundle = _validation_examples(recipe, examples)
+        if images is None:
+            images, reference = run_images, folder
+        elif run_images.shape != images.shape or not np.array_equal(run_images, images):
+            raise ValueError(
+                f"{folder} was evaluated on other images than {reference} (dataset, image size "
+                "or data_seed differ); prediction grids compare runs on the same images"
+            )
+        specs = run.task_specs(recipe, bundle.task_options)
+        with precision_policy(recipe.precision):
+            model = run.build_model(recipe, specs, steps=1)
+            model.load_weights(weights)
+            raw = model.network(tf.convert_to_tensor(images, tf.float32), training=False)
+        title = names.get(os.fspath(folder), recipe.name)
+        for task, spec in specs.items():
+            pred = tf.image.resize(tf.cast(raw[task], tf.float32), images.shape[1:3], "bilinear")
+            labels.setdefault(task, run_labels[task])
+            columns.setdefault(task, {})[title] = np.asarray(spec.activate(pred))
+            colorize.setdefault(task, spec.colorize)
+        del model
+        keras.backend.clear_session()
+    written = {}
+    for task, predictions in columns.items():
+        grid = {"image": images, "label": labels[task], **predictions}
+        path = os.path.join(os.fspath(out_dir), f"predictions_{task}.png")
+        written[task] = preview_grid(
+            grid, path, colorize={k: colorize[task] for k in grid if k != "image"}
+        )
+    return written
+
+
 def compare(
     run_dirs: Sequence[str | os.PathLike],
     baselines: str | os.PathLike | Sequence | Mapping[str, float] | None = None,
     *,
     metrics: Mapping[str, str] | None = None,
     chart: str | os.PathLike | None = None,
+    trivial: bool = False,
 ) -> str:
     """The Markdown comparison table of ``run_dirs`` (and optionally a Δ_MTL bar chart).
 
@@ -275,6 +437,7 @@ def compare(
             ``{metric_id: value}`` mapping, or None to use the single-task runs of ``run_dirs``.
         metrics: ``{task: metric_key}`` to show a metric other than the primary one.
         chart: where to write the PNG bar chart of Δ_MTL (None: no chart).
+        trivial: add a last row with the trivial baselines the runs recorded (not charted).
 
     Returns:
         The Markdown table (with notes on runs whose Δ_MTL is undefined).
@@ -286,6 +449,10 @@ def compare(
     rows = comparison_rows(runs, baselines, primary)
     if chart is not None:
         delta_chart(rows, chart)
+    floor = trivial_run(runs) if trivial else None
+    if floor is not None:
+        base = baselines if baselines is not None else _baselines_from_runs(runs)
+        rows += comparison_rows([floor], base, primary)
     return markdown_table(rows, primary)
 
 
@@ -300,7 +467,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--metric", action="append", default=[], metavar="TASK=KEY",
         help="show another metric of a task, e.g. depth=abs_rel",
     )  # fmt: skip
-    parser.add_argument("--out", help="folder for comparison.md and delta_mtl.png")
+    parser.add_argument(
+        "--out",
+        help="folder for comparison.md, delta_mtl.png and predictions_{task}.png (the grids of "
+        "runs with recipe.json and checkpoints)",
+    )
+    parser.add_argument(
+        "--trivial", action="store_true", help="add a row of the runs' trivial baselines"
+    )
+    parser.add_argument(
+        "--examples", type=int, default=3, help="validation images per prediction grid (0: none)"
+    )
     return parser
 
 
@@ -316,10 +493,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         chart = os.path.join(args.out, "delta_mtl.png")
-    table = compare(args.runs, args.baselines, metrics=metrics, chart=chart)
+    table = compare(args.runs, args.baselines, metrics=metrics, chart=chart, trivial=args.trivial)
     if args.out:
         with open(os.path.join(args.out, "comparison.md"), "w") as f:
             f.write(table + "\n")
+        if args.examples > 0:
+            prediction_grids(args.runs, args.out, examples=args.examples)
     print(table)
     return 0
 

@@ -261,6 +261,8 @@ class PredictionImages(keras.callbacks.Callback):
         return grids
 
     def on_epoch_end(self, epoch, logs=None):
+        if not len(self.images):  # image_summaries=0: nothing to draw
+            return
         with self.writer.as_default():
             for t, grid in self.grids(self.model).items():
                 tf.summary.image(f"{t}/image_label_prediction", grid[None], step=epoch)

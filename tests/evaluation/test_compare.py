@@ -92,3 +92,23 @@ def test_command_line_pair(runs, tmp_path, capsys):
     assert "| mtl |" in capsys.readouterr().out
     assert (out / "comparison.md").read_text().startswith("| run |")
     assert (out / "delta_mtl.png").is_file()
+
+
+def test_trivial_row_is_last_and_not_charted(tmp_path):
+    st = _run(
+        tmp_path, "st_depth", ["depth"], {"depth_rmse": 0.5}, trivial_baseline={"depth_rmse": 1.0}
+    )
+    mt = _run(
+        tmp_path,
+        "mt",
+        ["semseg", "depth"],
+        {"semseg_miou": 0.4, "depth_rmse": 0.45},
+        trivial_baseline={"semseg_miou": 0.1, "depth_rmse": 1.0},
+    )
+    st_semseg = _run(tmp_path, "st_semseg", ["semseg"], {"semseg_miou": 0.4})
+    table = cmp.compare([st, st_semseg, mt], trivial=True, chart=tmp_path / "chart.png")
+    last = table.splitlines()[-1]
+    assert last == "| trivial (constant) | depth, semseg | 1.0000 | 10.00 | — | — | -87.50 |"
+    assert "trivial" not in cmp.compare([st, st_semseg, mt])
+    with Image.open(tmp_path / "chart.png") as image:  # one bar: the multi-task run
+        assert image.size[1] == 28 + 18 + 6 + 6
