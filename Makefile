@@ -27,8 +27,10 @@ install-test: $(TEST_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mtl-keras train --recipe demo
 
+# two pytest workers (pytest-xdist), a test file per worker: most of a test's time is single-threaded
+# graph tracing, so two processes use both cores
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: $(TEST_STAMP)

@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/balancing_overhead.py [--sizes 64 128] [--tasks 3 6] [--methods ...]
                                             [--rounds 5] [--steps 3] [--batch 8]
-                                            [--memory-sizes 128] [--markdown out.md]
+                                            [--memory-sizes 128] [--memory-tasks 3 6]
+                                            [--markdown out.md]
 
 Every method trains the demo architecture (hard sharing, ResNet-18 family backbone at the demo's
 width 16, output stride 16, HRNet-style heads) on synthetic scenes with batch 8.
@@ -179,6 +180,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per method and round")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[128])
+    parser.add_argument("--memory-tasks", type=int, nargs="*", default=None, help="default: all")
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--time-worker", nargs=3, metavar=("METHODS", "SIZE", "T"))
     parser.add_argument("--memory-worker", nargs=3, metavar=("METHOD", "SIZE", "T"))
@@ -211,7 +213,7 @@ def main() -> None:
             if timed is None:
                 continue
             mem = {}
-            if size in args.memory_sizes:
+            if size in args.memory_sizes and t in (args.memory_tasks or args.tasks):
                 for m in methods:
                     r = _run_worker(["--memory-worker", m, str(size), str(t), *common])
                     mem[m] = r["peak_kb"] if r else None
