@@ -63,6 +63,14 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def method_name(balancer: Balancer) -> str:
+    """The registered name of ``balancer``'s method (its layer name may carry a ``_N`` suffix)."""
+    for name, cls in _REGISTRY.items():
+        if type(balancer) is cls:
+            return name
+    return balancer.name
+
+
 def get(name: str | Balancer, **kwargs) -> Balancer:
     """Instantiate a balancer by snake_case name (an instance is returned as is)."""
     if isinstance(name, Balancer):
@@ -102,5 +110,6 @@ __all__ = [
     "available",
     "get",
     "gramian_statistics",
+    "method_name",
     "min_norm_weights",
 ]

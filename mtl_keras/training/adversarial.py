@@ -146,10 +146,11 @@ class AdversarialMultiTaskModel(MultiTaskModel):
         super().__init__(network, tasks, balancer, **kwargs)
         if self.balancer.level != "loss":
             raise ValueError(
-                f"the adversarial discriminator (ASTMT) works with loss-level balancers only; "
-                f"{self.balancer.name!r} balances gradients, which would need the second-order "
-                "adversarial term inside each of its per-task backward passes. Use a loss-level "
-                "balancer (e.g. 'fixed', 'uncertainty', 'dwa') or adversarial_weight=0"
+                "the adversarial discriminator (ASTMT) works with loss-level balancers only; "
+                f"{balancing.method_name(self.balancer)!r} balances gradients, which would "
+                "need the second-order adversarial term inside each of its per-task backward "
+                "passes. Use a loss-level balancer (e.g. 'fixed', 'uncertainty', 'dwa') or "
+                "adversarial_weight=0"
             )
         if adversarial_weight < 0:
             raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}")

@@ -271,13 +271,15 @@ class MultiTaskModel(keras.Model):
         if source == "auto":
             if not allowed:
                 raise ValueError(
-                    f"balancer {self.balancer.name!r} needs {self.balancer.sources} but the "
-                    "network has neither shared variables nor a declared shared representation"
+                    f"balancer {balancing.method_name(self.balancer)!r} needs "
+                    f"{self.balancer.sources} but the network has neither shared variables "
+                    "nor a declared shared representation"
                 )
             return allowed[0]
         if source not in allowed:
             raise ValueError(
-                f"gradient_source={source!r} is not possible here: balancer {self.balancer.name!r} "
+                f"gradient_source={source!r} is not possible here: balancer "
+                f"{balancing.method_name(self.balancer)!r} "
                 f"accepts {list(self.balancer.sources)}, and the network "
                 + (
                     "declares no SharedRepresentation"

@@ -253,7 +253,7 @@ def test_adversarial_step_on_two_replicas_equals_one_device():
 
 
 def test_adversarial_trainer_rejects_gradient_balancers_and_unmarked_networks():
-    with pytest.raises(ValueError, match=r"loss-level balancers only.*'mgda'"):
+    with pytest.raises(ValueError, match=r"loss-level balancers only; 'mgda' balances"):
         _adversarial_model(balancer="mgda")
     specs = list(tiny_specs(ADV_TASKS).values())
     with pytest.raises(ValueError, match=r"no TaskFeatures marker.*architecture='astmt'"):
