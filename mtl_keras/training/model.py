@@ -469,8 +469,13 @@ class MultiTaskModel(keras.Model):
             losses, terms = self.task_losses(y, outputs)
             extra = self.extra_loss(terms, network_losses)
             scaled = losses / replicas
-            # slices taken inside the tape, so each task loss is a watched target
-            per_task_losses = tf.unstack(scaled)
+            # Each task's loss as its own tensor, built from its terms (not sliced from the
+            # stack): the gradient of a slice sends zeros back through every other task's
+            # branch, which the tape would differentiate once per task.
+            per_task_losses = [
+                tf.add_n([v for k, v in terms.items() if task_of(k) == t]) / replicas
+                for t in self.task_names
+            ]
             global_losses = tf.stop_gradient(_replica_sum(scaled))
             if extra is not None:
                 extra_scaled = extra / replicas
