@@ -415,22 +415,26 @@ class MultiTaskModel(keras.Model):
     def task_losses(self, y, outputs) -> tuple[tf.Tensor, dict]:
         """Per-task losses (T,) including deep supervision, and every term by output key
         (auxiliary tasks' terms included; they are not part of the per-task losses)."""
+        per_task, terms = self._task_loss_list(y, outputs)
+        return tf.stack(per_task), terms
+
+    def _task_loss_list(self, y, outputs) -> tuple[list, dict]:
+        """`task_losses` with each task's loss as its own tensor (see `train_step`)."""
         self._check_labels(y)
         terms = {k: self._loss(k, y[task_of(k)], outputs[k]) for k in outputs}
         per_task = [
             tf.add_n([v for k, v in terms.items() if task_of(k) == t]) for t in self.task_names
         ]
-        return tf.stack(per_task), terms
+        return per_task, terms
 
     def extra_loss(self, terms, network_losses) -> tf.Tensor | None:
         """What the objective adds outside the balancer, or None: the auxiliary tasks' terms
         times their fixed weights, plus the network's own losses (``add_loss``, e.g. the sluice
         networks' subspace orthogonality; weight regularisers). Weight decay is the optimizer's."""
         parts = [
-            w * terms[k]
+            self._aux_specs[task_of(k)][1] * terms[k]
             for k in self._aux
-            for t, (_, w) in self._aux_specs.items()
-            if task_of(k) == t
+            if task_of(k) in self._aux_specs
         ]
         parts += [tf.cast(v, tf.float32) for v in network_losses]
         return tf.add_n(parts) if parts else None
@@ -466,16 +470,14 @@ class MultiTaskModel(keras.Model):
             else:
                 outputs, rep = self._forward_pass(x, training=True)
                 network_losses = self.network.losses
-            losses, terms = self.task_losses(y, outputs)
+            # Each task's loss as its own tensor (not sliced from the stack): the gradient of a
+            # slice sends zeros back through every other task's branch, which the tape would
+            # differentiate once per task.
+            per_task, terms = self._task_loss_list(y, outputs)
+            losses = tf.stack(per_task)
             extra = self.extra_loss(terms, network_losses)
             scaled = losses / replicas
-            # Each task's loss as its own tensor, built from its terms (not sliced from the
-            # stack): the gradient of a slice sends zeros back through every other task's
-            # branch, which the tape would differentiate once per task.
-            per_task_losses = [
-                tf.add_n([v for k, v in terms.items() if task_of(k) == t]) / replicas
-                for t in self.task_names
-            ]
+            per_task_losses = [v / replicas for v in per_task]
             global_losses = tf.stop_gradient(_replica_sum(scaled))
             if extra is not None:
                 extra_scaled = extra / replicas
@@ -540,33 +542,27 @@ class MultiTaskModel(keras.Model):
         """Gramian of the per-task gradients for a loss-level balancer's statistics (T extra
         backward passes): of the representation when declared, else of the shared variables
         (all-reduced first, so the Gramian is of the global batch's gradients)."""
-        t = len(self.task_names)
         if self._stats_source == "representation":
-            rows = [
+            sources = rep
+        else:
+            shared_ids = {id(v) for v in self._sharing.shared_variables}
+            sources = [v for v in variables if id(v) in shared_ids]
+        z = tf.stack(
+            [
                 tf.concat(
                     [
                         tf.reshape(tf.cast(g, tf.float32), [-1])
-                        for g in _gradient(tape, scaled[i], rep, scale=scale)
+                        for g in _gradient(tape, loss, sources, scale=scale)
                     ],
                     0,
                 )
-                for i in range(t)
+                for loss in scaled
             ]
-            z = tf.stack(rows)
+        )
+        if self._stats_source == "representation":
+            # a batch split over replicas: its Gramian is the sum of the local ones
             return _replica_sum(tf.matmul(z, z, transpose_b=True))
-        shared_ids = {id(v) for v in self._sharing.shared_variables}
-        shared = [v for v in variables if id(v) in shared_ids]
-        rows = [
-            tf.concat(
-                [
-                    tf.reshape(tf.cast(g, tf.float32), [-1])
-                    for g in _gradient(tape, scaled[i], shared, scale=scale)
-                ],
-                0,
-            )
-            for i in range(t)
-        ]
-        z = _replica_sum(tf.stack(rows))
+        z = _replica_sum(z)  # the global batch's gradients of the shared variables
         return tf.matmul(z, z, transpose_b=True)
 
     def _record_statistics(self, gramian) -> None:
