@@ -3,7 +3,9 @@
 ``get(name, **kwargs)`` builds a registered backbone; ``BACKBONES`` maps names to builders taking
 keyword arguments only (``output_stride``, ``width``, ``input_shape``, ``sync_batchnorm``, ``name``
 for ResNets; ``width``, ``stem_width``, ``config``, ``input_shape``, ``sync_batchnorm``, ``name``
-for ``hrnet18``, HRNet-W18 small v2).
+for ``hrnet18``, HRNet-W18 small v2). Names ``"keras_hub.<Class>"`` (with the class's
+arguments) and ``"preset:<handle or directory>"`` build a keras-hub backbone as a
+:class:`~mtl_keras.backbones.keras_hub.KerasHubEncoder` (see :mod:`mtl_keras.backbones.keras_hub`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from mtl_keras.backbones.hrnet import (
     hrnet_pyramid_channels,
     hrnet_torch_to_keras,
 )
+from mtl_keras.backbones.keras_hub import KerasHubEncoder, is_keras_hub, keras_hub_backbone
 from mtl_keras.backbones.resnet import build_resnet, pyramid_channels, pyramid_strides
 from mtl_keras.backbones.weights import (
     convert_torchvision_resnet,
@@ -38,21 +41,30 @@ def available() -> list[str]:
     return list(BACKBONES)
 
 
-def get(name: str, **kwargs) -> keras.Model:
+def get(name: str, **kwargs) -> keras.Model | KerasHubEncoder:
     """Build backbone ``name`` with the builder's keyword arguments.
+
+    ``"keras_hub.<Class>"`` and ``"preset:<handle or directory>"`` give a keras-hub encoder
+    (:func:`~mtl_keras.backbones.keras_hub.keras_hub_backbone`).
 
     Example:
         >>> model = get("resnet18", width=8, output_stride=16)
         >>> sorted(model.output)
         ['P2', 'P3', 'P4', 'P5']
     """
+    if is_keras_hub(name):
+        return keras_hub_backbone(name, **kwargs)
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(available())}")
+        raise ValueError(
+            f"unknown backbone {name!r}; valid backbones: {', '.join(available())}, "
+            "'keras_hub.<Class>' or 'preset:<handle or directory>'"
+        )
     return BACKBONES[name](**kwargs)
 
 
 __all__ = [
     "BACKBONES",
+    "KerasHubEncoder",
     "available",
     "build_hrnet",
     "build_resnet",
@@ -61,6 +73,8 @@ __all__ = [
     "get",
     "hrnet_pyramid_channels",
     "hrnet_torch_to_keras",
+    "is_keras_hub",
+    "keras_hub_backbone",
     "load_backbone_weights",
     "pyramid_channels",
     "pyramid_strides",
