@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 
 from mtl_keras.tasks.base import TaskSpec
@@ -31,7 +32,21 @@ def get(name: str, **kwargs) -> TaskSpec:
     """Build the TaskSpec of ``name`` (e.g. ``get("semseg", num_classes=21)``)."""
     if name not in _FACTORIES:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(available())}")
-    return _FACTORIES[name](**kwargs)
+    spec = _FACTORIES[name](**kwargs)
+    return dataclasses.replace(spec, options=dict(kwargs))
+
+
+def from_config(config: Mapping) -> TaskSpec:
+    """The TaskSpec of ``spec.get_config()``: ``get(config["name"], **config["options"])``.
+
+    Example:
+        >>> from_config(get("semseg", num_classes=5).get_config()).channels
+        5
+    """
+    options = dict(config.get("options") or {})
+    if "class_names" in options and options["class_names"] is not None:
+        options["class_names"] = tuple(options["class_names"])
+    return get(config["name"], **options)
 
 
 def resolve(
@@ -55,6 +70,7 @@ __all__ = [
     "available",
     "depth",
     "edges",
+    "from_config",
     "get",
     "human_parts",
     "normals",

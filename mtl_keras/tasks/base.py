@@ -45,6 +45,9 @@ class TaskSpec:
             trivial predictor fitted on training labels (majority class, mean depth, ...).
         colorize: ``colorize(array (H, W, C)) -> uint8 (H, W, 3)`` for labels and activated
             predictions alike.
+        options: the keyword arguments of the registered factory that built this spec
+            (``tasks.get(name, **options)``): with ``name`` they are the spec's config, from which
+            a saved model rebuilds it (:meth:`get_config`, ``tasks.from_config``).
     """
 
     name: str
@@ -63,6 +66,11 @@ class TaskSpec:
     colorize: Callable[[np.ndarray], np.ndarray]
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def get_config(self) -> dict:
+        """``{"name": ..., "options": {...}}``: what ``tasks.from_config`` rebuilds it from."""
+        return {"name": self.name, "options": _plain(self.options)}
 
     def metric_id(self, key: str) -> str:
         """The flat log key of one metric of this task, e.g. ``"semseg_miou"``."""
@@ -71,3 +79,14 @@ class TaskSpec:
     def directions(self) -> dict[str, bool]:
         """``{metric_id: higher_is_better}`` over all metrics of this task."""
         return {self.metric_id(k): v for k, v in self.higher_is_better.items()}
+
+
+def _plain(value):
+    """JSON-friendly copy of factory options (tuples become lists, numbers stay numbers)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
