@@ -28,7 +28,7 @@ def measure(size: tuple[int, int], workers: int, count: int) -> tuple[float, flo
 
 def training_rate(steps: int) -> float:
     """Images per second of ``model.fit`` on the demo recipe's model and data (after warm-up)."""
-    import recipes
+    from mtl_keras import recipes
     from mtl_keras.training import run
 
     recipe = recipes.get("demo")

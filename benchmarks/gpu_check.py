@@ -59,7 +59,7 @@ def models(quick: bool) -> dict[str, Recipe]:
                 batch_size=2,
             )
         }
-    import recipes
+    from mtl_keras import recipes
 
     demo = recipes.get("demo")
     large = dataclasses.replace(

@@ -147,7 +147,7 @@ def settings(args) -> dict:
 
 def plan(args):
     """``[(name, Recipe)]``: the single-task runs, then the multi-task runs."""
-    import recipes
+    from mtl_keras import recipes
 
     base = dataclasses.replace(
         recipes.get("demo"), tasks=args.tasks, run_dir=args.out_dir, **settings(args)

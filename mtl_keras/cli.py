@@ -10,7 +10,7 @@ import sys
 
 
 def _recipe(args):
-    import recipes
+    from mtl_keras import recipes
 
     return recipes.get(args.recipe).with_overrides(args.set)
 

@@ -1,6 +1,8 @@
 """Experiment recipes: one module per recipe, each with a ``recipe()`` function returning a Recipe.
 
-``get(name)`` imports ``recipes.<name>`` and calls its ``recipe()``; ``available()`` lists them.
+The folder sits at the top of the repository and installs as ``mtl_keras.recipes`` (the
+``package-dir`` mapping in ``pyproject.toml``). ``get(name)`` imports ``mtl_keras.recipes.<name>``
+and calls its ``recipe()``; ``available()`` lists them.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Branched multi-task network (default tree) on the synthetic scenes:
-:mod:`recipes.mtan_synthetic` with this architecture.
+:mod:`.mtan_synthetic` with this architecture.
 """
 
 import dataclasses
 
-from recipes.mtan_synthetic import recipe as mtan_synthetic
+from mtl_keras.recipes.mtan_synthetic import recipe as mtan_synthetic
 
 
 def recipe():

@@ -1,4 +1,4 @@
-"""Cross-stitch network on the synthetic scenes: :mod:`recipes.mtan_synthetic` with this
+"""Cross-stitch network on the synthetic scenes: :mod:`.mtan_synthetic` with this
 architecture.
 
 One ResNet per task, from scratch to stay cheap (``--set init_from_single_task=train`` first
@@ -8,7 +8,7 @@ acts as about 10x (see :class:`mtl_keras.architectures._blocks.ScaledWeight`).
 
 import dataclasses
 
-from recipes.mtan_synthetic import recipe as mtan_synthetic
+from mtl_keras.recipes.mtan_synthetic import recipe as mtan_synthetic
 
 
 def recipe():

@@ -1,9 +1,9 @@
 """The main job: hard sharing on synthetic scenes, all six tasks, on CPU in a few minutes.
 
-The synthetic base setting of :func:`recipes._survey.synthetic` with hard sharing.
+The synthetic base setting of :func:`._survey.synthetic` with hard sharing.
 """
 
-from recipes import _survey
+from mtl_keras.recipes import _survey
 
 
 def recipe():

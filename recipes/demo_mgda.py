@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from recipes.demo import recipe as demo
+from mtl_keras.recipes.demo import recipe as demo
 
 
 def recipe():

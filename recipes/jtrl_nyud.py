@@ -4,7 +4,7 @@ JTRL (Zhang et al., ECCV 2018) alternates semantic segmentation and depth; the b
 more tasks (round-robin), which ``--set tasks=semseg,depth,normals,edges`` selects.
 """
 
-from recipes import _survey
+from mtl_keras.recipes import _survey
 
 
 def recipe():

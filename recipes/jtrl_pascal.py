@@ -6,7 +6,7 @@ the task before it (round-robin, see ``mtl_keras.architectures.jtrl``).
 
 import dataclasses
 
-from recipes.padnet_pascal import recipe as padnet_pascal
+from mtl_keras.recipes.padnet_pascal import recipe as padnet_pascal
 
 
 def recipe():

@@ -6,7 +6,7 @@ batch 8, 100 epochs (the survey's ``configs/nyud/resnet50/mtan.yml``). The Adam-
 encoder-focused NYUD recipes (branched, ASTMT) replace the architecture of this one.
 """
 
-from recipes import _survey
+from mtl_keras.recipes import _survey
 
 
 def recipe():

@@ -5,7 +5,7 @@ survey's fixed loss weights, dilated ResNet-18 (output stride 8) and DeepLab-v3 
 (momentum 0.9) 5e-3, weight decay 1e-4, poly schedule (power 0.9), batch 6, 100 epochs.
 """
 
-from recipes import _survey
+from mtl_keras.recipes import _survey
 
 
 def recipe():

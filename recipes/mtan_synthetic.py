@@ -6,7 +6,7 @@ rate (the models train from scratch here). The other encoder-focused synthetic r
 architecture of this one.
 """
 
-from recipes import _survey
+from mtl_keras.recipes import _survey
 
 
 def recipe():

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from recipes.padnet_nyud import recipe as padnet_nyud
+from mtl_keras.recipes.padnet_nyud import recipe as padnet_nyud
 
 
 def recipe():

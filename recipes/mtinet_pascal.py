@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from recipes.padnet_pascal import recipe as padnet_pascal
+from mtl_keras.recipes.padnet_pascal import recipe as padnet_pascal
 
 
 def recipe():

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from recipes.padnet_synthetic import recipe as padnet_synthetic
+from mtl_keras.recipes.padnet_synthetic import recipe as padnet_synthetic
 
 
 def recipe():

@@ -1,12 +1,12 @@
-"""NDDR-CNN on the synthetic scenes: :mod:`recipes.mtan_synthetic` with this architecture.
+"""NDDR-CNN on the synthetic scenes: :mod:`.mtan_synthetic` with this architecture.
 
-From scratch, as :mod:`recipes.cross_stitch_synthetic` (which says how to start from single-task
+From scratch, as :mod:`.cross_stitch_synthetic` (which says how to start from single-task
 networks instead and how the units' learning-rate multiplier acts under Adam).
 """
 
 import dataclasses
 
-from recipes.mtan_synthetic import recipe as mtan_synthetic
+from mtl_keras.recipes.mtan_synthetic import recipe as mtan_synthetic
 
 
 def recipe():

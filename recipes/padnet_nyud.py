@@ -7,7 +7,7 @@ weight decay 1e-4, poly schedule (power 0.9), batch 8, 100 epochs. ``mtinet_nyud
 architecture of this one.
 """
 
-from recipes import _survey
+from mtl_keras.recipes import _survey
 
 
 def recipe():

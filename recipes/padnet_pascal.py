@@ -5,7 +5,7 @@ the survey's fixed loss weights; Adam 1e-4, weight decay 1e-4, poly schedule (po
 batch 8, 100 epochs. The other decoder-focused PASCAL recipes replace the architecture of this one.
 """
 
-from recipes import _survey
+from mtl_keras.recipes import _survey
 
 
 def recipe():

@@ -7,7 +7,7 @@ the first step (graph tracing) takes 2-4 minutes and the 1,024 steps 11 (PAP-Net
 (MTI-Net) minutes; see ``docs/decoder_focused.md``.
 """
 
-from recipes import _survey
+from mtl_keras.recipes import _survey
 
 
 def recipe():

@@ -6,7 +6,7 @@ pixels (5.8 MB per affinity matrix and image); ``--set head_kwargs='{"affinity_s
 quadruples the pixels and multiplies that memory by 16 (see ``mtl_keras.architectures.papnet``).
 """
 
-from recipes import _survey
+from mtl_keras.recipes import _survey
 
 
 def recipe():

@@ -6,7 +6,7 @@ image, 10 matrices for the five tasks).
 
 import dataclasses
 
-from recipes.padnet_pascal import recipe as padnet_pascal
+from mtl_keras.recipes.padnet_pascal import recipe as padnet_pascal
 
 
 def recipe():

@@ -5,7 +5,7 @@ The affinities run at 1/4 of 64x64 (16x16 = 256 pixels, the decoder's own resolu
 
 import dataclasses
 
-from recipes.padnet_synthetic import recipe as padnet_synthetic
+from mtl_keras.recipes.padnet_synthetic import recipe as padnet_synthetic
 
 
 def recipe():
