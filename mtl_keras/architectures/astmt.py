@@ -55,7 +55,7 @@ import tensorflow as tf
 
 from mtl_keras import heads
 from mtl_keras.architectures._blocks import layer_input, replay, resolve_backbone
-from mtl_keras.architectures.base import ImageNormalization
+from mtl_keras.architectures.base import ImageNormalization, mark_task_outputs
 from mtl_keras.architectures.hard_sharing import HEAD_FEATURES, image_input
 from mtl_keras.heads.simple import ResizeLike
 from mtl_keras.tasks import TaskSpec, resolve
@@ -266,7 +266,7 @@ def build_astmt(
             feats
         )
         outputs[task] = DifferentiableResizeLike(name=task, dtype="float32")([logits, image])
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, specs), name=name)
 
 
 def _shared_decoder(bb: keras.Model, levels, head: str, head_kwargs) -> keras.Model:

@@ -11,10 +11,13 @@ guesses from layer names.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import keras
 import tensorflow as tf
 from keras import ops
+
+from mtl_keras import tasks as tasks_lib
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,6 +55,65 @@ class SharedRepresentation(keras.layers.Layer):
         # computed from an earlier one inside the encoder, the gradient with respect to the
         # marked earlier level must not include the paths through the later level
         return tf.identity(x)
+
+
+@keras.saving.register_keras_serializable(package="mtl_keras")
+class TaskOutput(keras.layers.Layer):
+    """Identity on one output that records the TaskSpec it was built for (``spec.get_config()``).
+
+    Builders pass every output through one (:func:`mark_task_outputs`), so the network itself
+    knows its tasks, class counts and options, also after a ``.keras`` round trip:
+    :func:`task_specs_of` reads them back, and ``MultiTaskModel(network)`` needs no TaskSpecs.
+    It computes nothing and, whatever the dtype policy, leaves the output's dtype as it is.
+    """
+
+    def __init__(self, task: Mapping | None = None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(autocast=False, **kwargs)
+        self.task = dict(task or {})
+
+    def call(self, x):
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "task": self.task}
+
+
+def mark_task_outputs(outputs: Mapping, specs: Mapping) -> dict:
+    """``outputs`` with each one passed through a :class:`TaskOutput` holding its task's spec.
+
+    Args:
+        outputs: ``{output key: tensor}``; deep-supervision keys ``"{task}/{tag}"`` included.
+        specs: ``{task: TaskSpec}`` of every task an output supervises (auxiliary ones too).
+    """
+    return {
+        key: TaskOutput(specs[task_of(key)].get_config(), name=f"task_output_{_layer_name(key)}")(
+            tensor
+        )
+        for key, tensor in outputs.items()
+    }
+
+
+def _layer_name(key: str) -> str:
+    return key.replace("/", "_")
+
+
+def task_specs_of(network: keras.Model) -> dict:
+    """``{task: TaskSpec}`` recorded by the network's :class:`TaskOutput` markers, in output
+    order (auxiliary tasks included); tasks whose spec is not rebuildable from the task registry
+    (a custom TaskSpec) and networks without markers are left out."""
+    outputs = network.output if isinstance(network.output, dict) else {}
+    specs = {}
+    for key, tensor in outputs.items():
+        history = getattr(tensor, "_keras_history", None)
+        layer = history.operation if history is not None else None
+        task = task_of(key)
+        if not isinstance(layer, TaskOutput) or task in specs or not layer.task:
+            continue
+        if layer.task.get("name") not in tasks_lib.available():
+            continue
+        specs[task] = tasks_lib.from_config(layer.task)
+    return specs
 
 
 def is_auxiliary(output_name: str) -> bool:

@@ -37,7 +37,7 @@ from mtl_keras.architectures._blocks import (
     stage_layout,
     stage_model,
 )
-from mtl_keras.architectures.base import ImageNormalization, SharedRepresentation
+from mtl_keras.architectures.base import ImageNormalization, SharedRepresentation, mark_task_outputs
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.tasks import TaskSpec, resolve
 
@@ -163,4 +163,4 @@ def build_branched(
         node_out = outs
     pyramids = column_pyramids(layout, per_task)
     outputs = pyramid_heads(image, pyramids, specs, head, head_kwargs, features)
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, specs), name=name)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import keras
 
 from mtl_keras import backbones, heads
-from mtl_keras.architectures.base import ImageNormalization, SharedRepresentation
+from mtl_keras.architectures.base import ImageNormalization, SharedRepresentation, mark_task_outputs
 from mtl_keras.heads.simple import ResizeLike
 from mtl_keras.tasks import TaskSpec, resolve
 
@@ -90,7 +90,7 @@ def build_hard_sharing(
     image = image_input(image_size)
     feats = shared_backbone(image, backbone, backbone_kwargs, features or HEAD_FEATURES[head])
     outputs = {t: task_head(image, feats, s, head, head_kwargs, t) for t, s in specs.items()}
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, specs), name=name)
 
 
 def build_single_task(task: str | TaskSpec, **kwargs) -> keras.Model:

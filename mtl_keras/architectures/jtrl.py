@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import keras
 
 from mtl_keras.architectures import _decoder_blocks as blocks
+from mtl_keras.architectures.base import mark_task_outputs
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.heads.simple import ResizeLike
 from mtl_keras.tasks import TaskSpec, resolve
@@ -135,4 +136,4 @@ def build_jtrl(
     for t, spec in specs.items():
         x = blocks.classifier(states[t], spec.channels, f"{t}_final")
         outputs[t] = blocks.to_image(x, image, t)
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, specs), name=name)

@@ -38,7 +38,7 @@ from mtl_keras.architectures._blocks import (
     resolve_backbone,
     stage_layout,
 )
-from mtl_keras.architectures.base import ImageNormalization, SharedRepresentation
+from mtl_keras.architectures.base import ImageNormalization, SharedRepresentation, mark_task_outputs
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.tasks import TaskSpec, resolve
 
@@ -201,4 +201,4 @@ def build_mtan(
                         2, padding="same", name=f"{task}_refine{s}_pool"
                     )(previous)
     outputs = pyramid_heads(image, pyramids, specs, head, head_kwargs, features)
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, specs), name=name)

@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from mtl_keras.architectures import _decoder_blocks as blocks
+from mtl_keras.architectures.base import mark_task_outputs
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.heads.simple import ResizeLike, hrnet_head
 from mtl_keras.tasks import TaskSpec, resolve
@@ -187,4 +188,4 @@ def build_mtinet(
         scales = [per_scale[k][t] for k in range(len(levels))]
         x = hrnet_head(scales, spec.channels, name=f"{t}_aggregate", **sync)
         outputs[t] = blocks.to_image(x, image, t)
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, every), name=name)

@@ -31,6 +31,7 @@ from mtl_keras.architectures._blocks import (
     require_tasks,
     task_columns,
 )
+from mtl_keras.architectures.base import mark_task_outputs
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.tasks import TaskSpec, resolve
 
@@ -136,4 +137,4 @@ def build_nddr(
     )
     pyramids = column_pyramids(layout, per_stage)
     outputs = pyramid_heads(image, pyramids, specs, head, head_kwargs, features)
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, specs), name=name)

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import keras
 
 from mtl_keras.architectures import _decoder_blocks as blocks
+from mtl_keras.architectures.base import mark_task_outputs
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.tasks import TaskSpec, resolve
 
@@ -97,4 +98,4 @@ def build_padnet(
     for t, spec in specs.items():
         _, y = blocks.task_prediction(distilled[t], width, spec.channels, f"{t}_final", **sync)
         outputs[t] = blocks.to_image(y, image, t)
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, every), name=name)

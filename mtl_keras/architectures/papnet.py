@@ -37,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from mtl_keras.architectures import _decoder_blocks as blocks
+from mtl_keras.architectures.base import mark_task_outputs
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.heads.simple import ResizeLike
 from mtl_keras.tasks import TaskSpec, resolve
@@ -225,4 +226,4 @@ def build_papnet(
         x = keras.layers.Add(name=f"{t}_propagated")([features[t], change])
         _, y = blocks.task_prediction(x, width, spec.channels, f"{t}_final", **sync)
         outputs[t] = blocks.to_image(y, image, t)
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, specs), name=name)

@@ -43,6 +43,7 @@ from mtl_keras.architectures._blocks import (
     require_tasks,
     task_columns,
 )
+from mtl_keras.architectures.base import mark_task_outputs
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.heads.simple import ResizeLike
 from mtl_keras.tasks import TaskSpec, resolve
@@ -249,4 +250,4 @@ def build_sluice(
         stitched = LayerStitch(0.9, lr_multiplier, name=f"{task}_layer_stitch")(layers)
         pyramids[task][max(layout.pyramid)] = stitched
     outputs = pyramid_heads(image, pyramids, specs, head, head_kwargs, features)
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, specs), name=name)
