@@ -18,13 +18,16 @@ from mtl_keras.architectures.base import (
 )
 from mtl_keras.architectures.branched import build_branched
 from mtl_keras.architectures.cross_stitch import build_cross_stitch
+from mtl_keras.architectures.dpt import build_dpt
 from mtl_keras.architectures.hard_sharing import build_hard_sharing, build_single_task
 from mtl_keras.architectures.init_from_single_task import (
     SOFT_SHARING_ARCHITECTURES,
     init_from_single_task,
     load_single_task_networks,
 )
+from mtl_keras.architectures.invpt import build_invpt
 from mtl_keras.architectures.jtrl import build_jtrl
+from mtl_keras.architectures.mlore import build_mlore
 from mtl_keras.architectures.mtan import build_mtan
 from mtl_keras.architectures.mtinet import build_mtinet
 from mtl_keras.architectures.nddr import build_nddr
@@ -59,6 +62,10 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "mtinet": build_mtinet,
     "papnet": build_papnet,
     "jtrl": build_jtrl,
+    # transformer era (shared ViT-family encoders, multi-task decoders)
+    "dpt": build_dpt,
+    "invpt": build_invpt,
+    "mlore": build_mlore,
 }
 
 
@@ -104,8 +111,11 @@ __all__ = [
     "build_astmt",
     "build_branched",
     "build_cross_stitch",
+    "build_dpt",
     "build_hard_sharing",
+    "build_invpt",
     "build_jtrl",
+    "build_mlore",
     "build_mtan",
     "build_mtinet",
     "build_nddr",
