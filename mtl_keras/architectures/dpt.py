@@ -23,6 +23,7 @@ import keras
 
 from mtl_keras.architectures import _decoder_blocks as blocks
 from mtl_keras.architectures import _transformer_blocks as tblocks
+from mtl_keras.architectures.base import mark_task_outputs
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.heads.simple import ResizeLike
 from mtl_keras.tasks import TaskSpec, resolve
@@ -119,4 +120,4 @@ def build_dpt(
         x = keras.layers.ReLU(name=f"{t}_head_relu")(x)
         x = keras.layers.Conv2D(spec.channels, 1, name=f"{t}_head_out")(x)
         outputs[t] = blocks.to_image(x, image, t)
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, specs), name=name)

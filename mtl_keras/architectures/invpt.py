@@ -38,6 +38,7 @@ from keras import ops
 
 from mtl_keras.architectures import _decoder_blocks as blocks
 from mtl_keras.architectures import _transformer_blocks as tblocks
+from mtl_keras.architectures.base import mark_task_outputs
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.heads.simple import ResizeLike
 from mtl_keras.tasks import TaskSpec, resolve
@@ -338,4 +339,4 @@ def build_invpt(
         x = tblocks.conv_bn_act(x, dim0, 3, f"{t}_final", sync_batchnorm=sync)
         x = keras.layers.Conv2D(spec.channels, 1, name=f"{t}_final_out")(x)
         outputs[t] = blocks.to_image(x, image, t)
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, specs), name=name)

@@ -43,6 +43,7 @@ from keras import ops
 
 from mtl_keras.architectures import _decoder_blocks as blocks
 from mtl_keras.architectures import _transformer_blocks as tblocks
+from mtl_keras.architectures.base import mark_task_outputs
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.heads.simple import ResizeLike
 from mtl_keras.tasks import TaskSpec, resolve
@@ -251,4 +252,4 @@ def build_mlore(
         x = tblocks.conv_bn_act(x, c, 3, f"{t}_head", act="gelu", sync_batchnorm=sync)
         x = keras.layers.Conv2D(spec.channels, 1, name=f"{t}_head_out")(x)
         outputs[t] = blocks.to_image(x, image, t)
-    return keras.Model(image, outputs, name=name)
+    return keras.Model(image, mark_task_outputs(outputs, specs), name=name)

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from mtl_keras import architectures
 from mtl_keras.architectures import sharing_of
+from mtl_keras.architectures.base import task_specs_of
 from mtl_keras.cli import main
 from mtl_keras.export import export_saved_model
 from mtl_keras.metrics import count_params
@@ -190,3 +191,7 @@ def test_one_mixed_float16_step(arch):
     logs = model.train_on_batch(*_batch(), return_dict=True)
     assert all(np.isfinite(v) for v in logs.values()), logs
     assert int(model.optimizer.iterations.numpy()) == 1
+
+
+def test_network_records_its_tasks(trained):
+    assert sorted(task_specs_of(trained.net)) == sorted(TASKS)
