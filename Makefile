@@ -8,16 +8,17 @@ TEST_STAMP := $(VENV)/.installed-test
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND := tensorflow
 
-.PHONY: demo test install install-test lint preview clean
+.PHONY: demo test install install-test lint preview constraints clean
 
-$(STAMP): pyproject.toml
+# installs from the resolved set in constraints.txt (pyproject.toml holds the compatible ranges)
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -c constraints.txt -e .
 	touch $@
 
-$(TEST_STAMP): $(STAMP)
-	$(PIP) install --quiet -e ".[test]"
+$(TEST_STAMP): $(STAMP) constraints.txt
+	$(PIP) install --quiet -c constraints.txt -e ".[test]"
 	touch $@
 
 install: $(STAMP)
@@ -39,6 +40,16 @@ lint: $(TEST_STAMP)
 
 preview: $(STAMP)
 	$(VENV)/bin/mtl-keras preview --out runs/preview.png
+
+# re-resolve pyproject.toml's ranges (all extras) into constraints.txt, keeping its header; run it
+# with Python 3.11 on linux x86_64, the platform the file is for
+constraints: $(STAMP)
+	$(PIP) install --quiet --dry-run --ignore-installed --report $(VENV)/resolve.json ".[test,ray]"
+	grep '^#' constraints.txt > $(VENV)/constraints.txt
+	$(PY) -c 'import json, sys; ms = [i["metadata"] for i in json.load(open(sys.argv[1]))["install"]]; \
+	print("\n".join(sorted((m["name"] + "==" + m["version"] for m in ms if m["name"] != "mtl_keras"), key=str.lower)))' \
+	$(VENV)/resolve.json >> $(VENV)/constraints.txt
+	mv $(VENV)/constraints.txt constraints.txt
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
