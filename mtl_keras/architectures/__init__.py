@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import keras
 
+from mtl_keras._names import canonical
 from mtl_keras.architectures.astmt import build_astmt
 from mtl_keras.architectures.base import (
     ImageNormalization,
@@ -69,14 +70,23 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
 }
 
 
+# the papers' names that differ from the registered ones by more than case, "-" and "_"
+# ("MTI-Net", "pad_net" and "cross-stitch" need none)
+ALIASES = {
+    "nddr": "nddr_cnn",
+    "sluice_network": "sluice",
+    "hard_parameter_sharing": "hard_sharing",
+    "stl": "single_task",
+}
+
+
 def available() -> list[str]:
     return list(ARCHITECTURES)
 
 
 def keyword_arguments(name: str) -> list[str]:
     """The keyword arguments the builder of architecture ``name`` accepts."""
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(available())}")
+    name = canonical("architecture", name, available(), ALIASES)
     parameters = list(inspect.signature(ARCHITECTURES[name]).parameters.values())[1:]
     return [p.name for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
 
@@ -84,10 +94,14 @@ def keyword_arguments(name: str) -> list[str]:
 def build(name: str, tasks, **kwargs) -> keras.Model:
     """Build architecture ``name`` for ``tasks``.
 
+    ``name`` is a registered name, written in any case with ``-`` or ``_`` (``"MTI-Net"``), or
+    one of :data:`ALIASES` (``"nddr"``).
+
     Raises:
         ValueError: an unknown architecture, or keyword arguments its builder does not take
             (the message lists the valid ones).
     """
+    name = canonical("architecture", name, available(), ALIASES)
     valid = keyword_arguments(name)
     parameters = inspect.signature(ARCHITECTURES[name]).parameters.values()
     open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
@@ -101,6 +115,7 @@ def build(name: str, tasks, **kwargs) -> keras.Model:
 
 
 __all__ = [
+    "ALIASES",
     "ARCHITECTURES",
     "ImageNormalization",
     "SOFT_SHARING_ARCHITECTURES",

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import keras
 
+from mtl_keras._names import canonical
 from mtl_keras.backbones.hrnet import (
     build_hrnet,
     convert_hrnet_checkpoint,
@@ -34,6 +35,8 @@ BACKBONES: dict[str, Callable[..., keras.Model]] = {
     f"resnet{depth}": functools.partial(build_resnet, depth) for depth in (10, 18, 34, 50, 101)
 }
 BACKBONES["hrnet18"] = build_hrnet
+# the papers' names; "ResNet-18" and "resnet_18" need none (case, "-" and "_" are ignored)
+ALIASES = {"hrnet_w18": "hrnet18", "hrnet_w18_small": "hrnet18", "hrnet_w18_small_v2": "hrnet18"}
 
 
 def available() -> list[str]:
@@ -54,15 +57,12 @@ def get(name: str, **kwargs) -> keras.Model | KerasHubEncoder:
     """
     if is_keras_hub(name):
         return keras_hub_backbone(name, **kwargs)
-    if name not in BACKBONES:
-        raise ValueError(
-            f"unknown backbone {name!r}; valid backbones: {', '.join(available())}, "
-            "'keras_hub.<Class>' or 'preset:<handle or directory>'"
-        )
-    return BACKBONES[name](**kwargs)
+    also = ", 'keras_hub.<Class>' or 'preset:<handle or directory>'"
+    return BACKBONES[canonical("backbone", name, available(), ALIASES, also=also)](**kwargs)
 
 
 __all__ = [
+    "ALIASES",
     "BACKBONES",
     "KerasHubEncoder",
     "available",

@@ -7,6 +7,7 @@ own through ``get(name).aggregate(jacobian)``.
 
 from __future__ import annotations
 
+from mtl_keras._names import canonical
 from mtl_keras.balancing._linalg import gramian_statistics
 from mtl_keras.balancing.aligned_mtl import AlignedMTL
 from mtl_keras.balancing.base import Balancer, GradientBalancer, LossBalancer
@@ -57,6 +58,19 @@ _REGISTRY: dict[str, type[Balancer]] = {
     "db_mtl": DBMTL,
 }
 
+# names from papers and LibMTL that differ from the registered ones by more than case, "-" and "_"
+ALIASES = {
+    "ew": "fixed",
+    "equal_weighting": "fixed",
+    "uw": "uncertainty",
+    "uncertainty_weighting": "uncertainty",
+    "dynamic_weight_average": "dwa",
+    "dynamic_task_prioritization": "dtp",
+    "random_loss_weighting": "rlw",
+    "geometric_loss_strategy": "gls",
+    "gradient_vaccine": "gradvac",
+}
+
 
 def available() -> list[str]:
     """Names accepted by :func:`get`."""
@@ -72,17 +86,19 @@ def method_name(balancer: Balancer) -> str:
 
 
 def get(name: str | Balancer, **kwargs) -> Balancer:
-    """Instantiate a balancer by snake_case name (an instance is returned as is)."""
+    """Instantiate a balancer by name (an instance is returned as is).
+
+    Case, ``-`` and ``_`` aside (``"Nash-MTL"``), or one of :data:`ALIASES` (``"uw"``).
+    """
     if isinstance(name, Balancer):
         if kwargs:
             raise ValueError("keyword arguments are only accepted with a balancer name")
         return name
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown balancer {name!r}; valid balancers: {', '.join(available())}")
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY[canonical("balancer", name, available(), ALIASES)](**kwargs)
 
 
 __all__ = [
+    "ALIASES",
     "DBMTL",
     "FAMO",
     "IMTLG",

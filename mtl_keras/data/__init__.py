@@ -11,6 +11,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from mtl_keras._names import canonical
 from mtl_keras.data.synthetic import PART_CLASSES, SEMSEG_CLASSES, TASK_NAMES, SyntheticScenes
 
 
@@ -61,6 +62,7 @@ def load_synthetic(
 
 
 DATASETS = {"synthetic": load_synthetic}
+ALIASES = {"nyud_v2": "nyud", "nyu_depth_v2": "nyud", "pascal": "pascal_context"}
 
 
 def _register_real_datasets() -> None:
@@ -74,12 +76,11 @@ _register_real_datasets()
 
 def load(name: str, tasks, **kwargs) -> DataBundle:
     """Load dataset ``name`` for ``tasks``."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
-    return DATASETS[name](tasks, **kwargs)
+    return DATASETS[canonical("dataset", name, DATASETS, ALIASES)](tasks, **kwargs)
 
 
 __all__ = [
+    "ALIASES",
     "DATASETS",
     "PART_CLASSES",
     "SEMSEG_CLASSES",

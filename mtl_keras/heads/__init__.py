@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mtl_keras._names import canonical
 from mtl_keras.heads.deeplab import deeplab_head
 from mtl_keras.heads.simple import ResizeLike, conv_head, hrnet_head
 
 HEADS: dict[str, Callable] = {"deeplab": deeplab_head, "conv": conv_head, "hrnet": hrnet_head}
+ALIASES = {"aspp": "deeplab", "deeplabv3": "deeplab"}
 
 
 def available() -> list[str]:
@@ -26,12 +28,17 @@ def get(name: str) -> Callable:
         >>> get("conv").__name__
         'conv_head'
     """
-    if name not in HEADS:
-        raise ValueError(
-            f"unknown head {name!r}; valid heads: {', '.join(available())} "
-            "(deeplab = ASPP, hrnet = multi-scale fusion of a list of levels, conv = light)"
-        )
-    return HEADS[name]
+    also = " (deeplab = ASPP, hrnet = multi-scale fusion of a list of levels, conv = light)"
+    return HEADS[canonical("head", name, available(), ALIASES, also=also)]
 
 
-__all__ = ["HEADS", "ResizeLike", "available", "conv_head", "deeplab_head", "get", "hrnet_head"]
+__all__ = [
+    "ALIASES",
+    "HEADS",
+    "ResizeLike",
+    "available",
+    "conv_head",
+    "deeplab_head",
+    "get",
+    "hrnet_head",
+]

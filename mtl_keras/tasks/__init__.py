@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
+from mtl_keras._names import unknown_message
 from mtl_keras.tasks.base import TaskSpec
 from mtl_keras.tasks.depth import depth
 from mtl_keras.tasks.edges import edges
@@ -21,6 +22,16 @@ _FACTORIES = {
     "saliency": saliency,
     "human_parts": human_parts,
 }
+# Task names are exact, not aliased: they key the data, the outputs and the layer names, so one
+# task has one name. These spellings only make the error suggest the canonical name.
+_SUGGESTIONS = {
+    "segmentation": "semseg",
+    "semantic_segmentation": "semseg",
+    "surface_normals": "normals",
+    "boundaries": "edges",
+    "parts": "human_parts",
+    "human_parsing": "human_parts",
+}
 
 
 def available() -> list[str]:
@@ -31,7 +42,7 @@ def available() -> list[str]:
 def get(name: str, **kwargs) -> TaskSpec:
     """Build the TaskSpec of ``name`` (e.g. ``get("semseg", num_classes=21)``)."""
     if name not in _FACTORIES:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(available())}")
+        raise ValueError(unknown_message("task", name, available(), _SUGGESTIONS))
     spec = _FACTORIES[name](**kwargs)
     return dataclasses.replace(spec, options=dict(kwargs))
 
