@@ -1,12 +1,29 @@
-"""The ``mtl-keras`` command: train, evaluate, export, preview, summary."""
+"""The ``mtl-keras`` command: multi-task dense prediction (semantic segmentation, depth, normals,
+edges, saliency, human parts) with Keras 3 / TensorFlow.
+
+Train a recipe on the embedded synthetic scenes or a real dataset (NYUD-v2, PASCAL-Context,
+Cityscapes), evaluate it against trivial and single-task baselines (Δ_MTL), export a SavedModel
+for TF Serving, compare runs in one table, count params and FLOPs, and list what exists: recipes,
+architectures, backbones, heads, balancers, tasks and datasets. Names may be written as the papers
+write them (``MTI-Net``, ``hrnet_w18``, ``nddr``); the canonical name is printed.
+
+TensorFlow is imported only by the commands that need it (not by ``--help`` or ``list recipes``),
+with its start-up lines hidden unless ``--debug``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import logging
 import os
+import shutil
 import sys
+
+import mtl_keras
+from mtl_keras._names import aliases_of, summary
 
 
 def _recipe(args):
@@ -137,9 +154,98 @@ def cmd_summary(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mtl-keras", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+LIST_KINDS = ("recipes", "architectures", "backbones", "heads", "balancers", "tasks", "datasets")
+
+
+def _registry(kind: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``({name: one-line description}, {alias: name})`` of one kind, from its registry."""
+    if kind == "recipes":
+        from mtl_keras import recipes
+
+        return {name: recipes.describe(name) for name in recipes.available()}, {}
+    from mtl_keras import architectures, backbones, balancing, data, heads, tasks
+
+    registry, aliases = {
+        "architectures": (architectures.ARCHITECTURES, architectures.ALIASES),
+        "backbones": (backbones.BACKBONES, backbones.ALIASES),
+        "heads": (heads.HEADS, heads.ALIASES),
+        "balancers": (balancing.BALANCERS, balancing.ALIASES),
+        "tasks": (tasks.TASKS, {}),
+        "datasets": (data.DATASETS, data.ALIASES),
+    }[kind]
+    # a functools.partial (the ResNet depths) is described by the function it wraps
+    docs = {name: getattr(obj, "func", obj).__doc__ for name, obj in registry.items()}
+    return {name: summary(doc).split(". ")[0].rstrip(".") for name, doc in docs.items()}, aliases
+
+
+def cmd_list(args) -> int:
+    # a terminal gets one line per name; a pipe or a file gets the whole descriptions
+    width = max(shutil.get_terminal_size().columns, 60) if sys.stdout.isatty() else None
+    for i, kind in enumerate([args.kind] if args.kind else LIST_KINDS):
+        descriptions, aliases = _registry(kind)
+        pad = max(map(len, descriptions))
+        print(("\n" if i else "") + f"{kind}:")
+        for name, text in descriptions.items():
+            also = aliases_of(name, aliases)
+            text += f" (also: {', '.join(also)})" if also else ""
+            line = f"  {name:<{pad}}  {text}"
+            print(line if width is None or len(line) <= width else line[: width - 3] + "...")
+    if not args.kind:
+        print("\nNames match ignoring case, '-' and '_' (MTI-Net = mti_net = mtinet).")
+    return 0
+
+
+def _needs_tensorflow(command: str | None, kind: str | None = None) -> bool:
+    return command is not None and not (command == "list" and kind == "recipes")
+
+
+@contextlib.contextmanager
+def _native_stderr_hidden():
+    """Send file descriptor 2 to /dev/null: TensorFlow's C++ start-up lines ("All log messages
+    before absl::InitializeLog() ...", oneDNN, CUDA) ignore TF_CPP_MIN_LOG_LEVEL."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _load_tensorflow(debug: bool) -> None:
+    """Import TensorFlow before a command does, quietly unless ``--debug``."""
+    if "tensorflow" in sys.modules:
+        return
+    with contextlib.nullcontext() if debug else _native_stderr_hidden():
+        import tensorflow  # noqa: F401
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``compare``'s own arguments are added only when ``command`` is ``compare``
+    (they come from `mtl_keras.evaluation.compare`, which imports TensorFlow)."""
+    p = argparse.ArgumentParser(
+        prog="mtl-keras",
+        description=" ".join(__doc__.split("\n\n")[:3]).replace("``", ""),
+        epilog="Run 'mtl-keras COMMAND --help' for a command's options.",
+    )
+    p.add_argument("--version", action="version", version=f"mtl-keras {mtl_keras.__version__}")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="show TensorFlow's start-up and INFO logs and full tracebacks of errors",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sp = sub.add_parser(
+        "list",
+        help="names with one-line descriptions: recipes, architectures, backbones, ...",
+        description="Print the registered names of one kind (all kinds when none is given).",
+    )
+    sp.add_argument("kind", nargs="?", choices=LIST_KINDS)
+    sp.set_defaults(func=cmd_list)
 
     def recipe_args(sp, required=True):
         sp.add_argument("--recipe", required=required, help="recipe name (see recipes/)")
@@ -201,18 +307,64 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tasks", help="comma-separated task names (with --arch)")
     sp.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
     sp.set_defaults(func=cmd_summary)
-    from mtl_keras.evaluation import compare
 
     sp = sub.add_parser("compare", help="Markdown table and Δ_MTL chart over run folders")
-    compare.add_arguments(sp)
-    sp.set_defaults(func=compare.run)
+    if command == "compare":
+        from mtl_keras.evaluation import compare
+
+        compare.add_arguments(sp)
+        sp.set_defaults(func=compare.run)
     return p
 
 
+def _user_error(err: Exception) -> bool:
+    """Whether ``err`` is one a user acts on from its message (printed without a traceback)."""
+    if isinstance(err, (ValueError, FileNotFoundError, FileExistsError)):
+        return True
+    if "mtl_keras.training" not in sys.modules:  # its errors can only come from it once imported
+        return False
+    from mtl_keras.training import NonFiniteLossError
+    from mtl_keras.training.distribute import WorkerLostError, WorkerTimeoutError
+
+    return isinstance(err, (NonFiniteLossError, WorkerTimeoutError, WorkerLostError))
+
+
+def _command_of(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes each record to the ``sys.stderr`` of the moment (tests and callers replace it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+_LOG_HANDLER = _StderrHandler()
+_LOG_HANDLER.setFormatter(logging.Formatter("mtl-keras: %(message)s"))
+
+
+def _show_canonical_names(debug: bool) -> None:
+    """The ``mtl_keras`` logger on stderr: which canonical name an alias stood for."""
+    logger = logging.getLogger("mtl_keras")
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    if _LOG_HANDLER not in logger.handlers:
+        logger.addHandler(_LOG_HANDLER)
+
+
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # before parsing: the parser of `compare` imports TensorFlow
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    args = build_parser().parse_args(argv)
+    if _command_of(argv) == "compare":
+        _load_tensorflow(debug)
+    args = build_parser(_command_of(argv)).parse_args(argv)
+    _show_canonical_names(args.debug)
+    if _needs_tensorflow(args.command, getattr(args, "kind", None)):
+        _load_tensorflow(args.debug)
     if args.command == "summary" and not (args.recipe or args.arch or args.backbone):
         print("error: summary needs --recipe, --arch or --backbone", file=sys.stderr)
         return 2
@@ -222,20 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as err:
-        from mtl_keras.training import NonFiniteLossError
-        from mtl_keras.training.distribute import WorkerLostError, WorkerTimeoutError
-
-        if not isinstance(
-            err,
-            (
-                ValueError,
-                FileNotFoundError,
-                FileExistsError,
-                NonFiniteLossError,
-                WorkerTimeoutError,
-                WorkerLostError,
-            ),
-        ):
+        if args.debug or not _user_error(err):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2

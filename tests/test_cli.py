@@ -2,10 +2,13 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from mtl_keras.cli import main
+import mtl_keras
+from mtl_keras.cli import LIST_KINDS, main
 
 TINY = [
     "--set",
@@ -104,3 +107,53 @@ def test_unknown_names_list_valid_ones(capsys):
     assert "architecture 'mtan' takes no argument(s) ['alpha']" in capsys.readouterr().err
     assert main(["train", "--recipe", "demo", "--set", "init_from_single_task=train"]) == 2
     assert "only cross_stitch, sluice, nddr_cnn can" in capsys.readouterr().err
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``mtl-keras ARGS`` in a fresh interpreter that then reports whether TensorFlow was loaded."""
+    code = (
+        "import sys\nfrom mtl_keras.cli import LIST_KINDS, main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print('tensorflow loaded:', 'tensorflow' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=True
+    )
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["--version"]])
+def test_help_does_not_import_tensorflow(args):
+    out = _run_cli(*args).stdout
+    assert out.strip().endswith("tensorflow loaded: False")
+    assert "usage: mtl-keras" in out or f"mtl-keras {mtl_keras.__version__}" in out
+
+
+def test_list_recipes_does_not_import_tensorflow():
+    result = _run_cli("list", "recipes")
+    assert "tensorflow loaded: False" in result.stdout
+    assert "  demo  " in result.stdout and "hard sharing on synthetic scenes" in result.stdout
+
+
+def test_list_hides_tensorflow_start_up_lines_and_shows_aliases():
+    result = _run_cli("list", "architectures")
+    assert "tensorflow loaded: True" in result.stdout
+    assert "absl::InitializeLog" not in result.stderr and "oneDNN" not in result.stderr
+    assert "nddr_cnn" in result.stdout and "(also: nddr)" in result.stdout
+    assert "MTI-Net: multi-scale initial predictions" in result.stdout
+
+
+def test_list_every_kind(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for kind in LIST_KINDS:
+        assert f"{kind}:\n" in out
+    assert "hrnet18" in out and "hrnet_w18" in out and "pascal_context" in out
+
+
+def test_an_alias_prints_its_canonical_name(capsys):
+    args = ["--tasks", "semseg", "--image-size", "32", "32", "--set", 'backbone_kwargs={"width":8}']
+    assert main(["summary", "--arch", "Hard-Sharing", "--backbone", "ResNet-18", *args]) == 0
+    err = capsys.readouterr().err
+    assert "architecture 'Hard-Sharing' is 'hard_sharing'" in err
+    assert "backbone 'ResNet-18' is 'resnet18'" in err

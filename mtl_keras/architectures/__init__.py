@@ -38,6 +38,7 @@ from mtl_keras.architectures.sluice import build_sluice
 
 
 def _single_task(tasks, **kwargs):
+    """One task's network: hard sharing's encoder and head (a single-task baseline of Δ_MTL)."""
     tasks = list(tasks)
     if len(tasks) != 1:
         raise ValueError(f"single_task takes exactly one task, got {len(tasks)}: {tasks}")

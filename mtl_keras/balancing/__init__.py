@@ -32,7 +32,7 @@ from mtl_keras.balancing.rlw import RandomLossWeighting
 from mtl_keras.balancing.uncertainty import UncertaintyWeighting
 from mtl_keras.balancing.upgrad import UPGrad
 
-_REGISTRY: dict[str, type[Balancer]] = {
+BALANCERS: dict[str, type[Balancer]] = {
     # loss level
     "fixed": FixedWeights,
     "uncertainty": UncertaintyWeighting,
@@ -74,12 +74,12 @@ ALIASES = {
 
 def available() -> list[str]:
     """Names accepted by :func:`get`."""
-    return sorted(_REGISTRY)
+    return sorted(BALANCERS)
 
 
 def method_name(balancer: Balancer) -> str:
     """The registered name of ``balancer``'s method (its layer name may carry a ``_N`` suffix)."""
-    for name, cls in _REGISTRY.items():
+    for name, cls in BALANCERS.items():
         if type(balancer) is cls:
             return name
     return balancer.name
@@ -94,11 +94,12 @@ def get(name: str | Balancer, **kwargs) -> Balancer:
         if kwargs:
             raise ValueError("keyword arguments are only accepted with a balancer name")
         return name
-    return _REGISTRY[canonical("balancer", name, available(), ALIASES)](**kwargs)
+    return BALANCERS[canonical("balancer", name, available(), ALIASES)](**kwargs)
 
 
 __all__ = [
     "ALIASES",
+    "BALANCERS",
     "DBMTL",
     "FAMO",
     "IMTLG",

@@ -14,7 +14,7 @@ from mtl_keras.tasks.normals import normals
 from mtl_keras.tasks.saliency import saliency
 from mtl_keras.tasks.semseg import semseg
 
-_FACTORIES = {
+TASKS = {
     "semseg": semseg,
     "depth": depth,
     "normals": normals,
@@ -36,14 +36,14 @@ _SUGGESTIONS = {
 
 def available() -> list[str]:
     """Canonical task names."""
-    return list(_FACTORIES)
+    return list(TASKS)
 
 
 def get(name: str, **kwargs) -> TaskSpec:
     """Build the TaskSpec of ``name`` (e.g. ``get("semseg", num_classes=21)``)."""
-    if name not in _FACTORIES:
+    if name not in TASKS:
         raise ValueError(unknown_message("task", name, available(), _SUGGESTIONS))
-    spec = _FACTORIES[name](**kwargs)
+    spec = TASKS[name](**kwargs)
     return dataclasses.replace(spec, options=dict(kwargs))
 
 
@@ -77,6 +77,7 @@ def resolve(
 
 
 __all__ = [
+    "TASKS",
     "TaskSpec",
     "available",
     "depth",
