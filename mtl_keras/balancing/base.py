@@ -9,6 +9,14 @@ Balancers get everything they need as arguments and keep their state in their ow
 variables: they are ``keras.layers.Layer`` objects so a model that owns one saves, restores and
 mirrors that state with its own weights. They never read trainer attributes.
 
+Each method declares what it works on in one place, its :class:`Needs`: for every gradient path
+it can run on (``"loss"``, ``"shared"``, ``"representation"``, in order of preference) the input
+it receives there: the losses (:meth:`LossBalancer.combine`), the Gramian
+(:meth:`GradientBalancer.weights_from_gramian`), the (T, P) matrix
+(:meth:`GradientBalancer.aggregate`) or the per-task representation gradients
+(:meth:`GradientBalancer.representation_gradients`). The trainer reads that declaration once,
+when it chooses the gradient path, and nothing else.
+
 Most gradient methods are *weights from the Gramian*: the update is ``w^T J`` where ``w`` is a
 function of ``G = J J^T`` (and possibly the losses). Those implement
 :meth:`GradientBalancer.weights_from_gramian`; the trainer then never materialises the (T, P)
@@ -17,15 +25,72 @@ Jacobian. Methods that must see the vectors themselves override :meth:`GradientB
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+
 import keras
 import tensorflow as tf
+
+#: gradient paths, and the inputs a balancer can receive on them
+PATH_INPUTS = {
+    "loss": ("losses",),
+    "shared": ("gramian", "matrix"),
+    "representation": ("gramian", "representation_gradients"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Needs:
+    """What a balancer works on: its one declaration to the trainer.
+
+    Attributes:
+        paths: ``{path: input}`` in order of preference. Paths: ``"loss"`` (one backward pass of
+            the combined objective), ``"shared"`` (per-task gradients of the shared variables),
+            ``"representation"`` (per-task gradients of the shared representation). Inputs:
+            ``"losses"``, ``"gramian"``, ``"matrix"``, ``"representation_gradients"``.
+        losses_after_step: the losses of the same batch are evaluated again after the update
+            and given to :meth:`Balancer.after_step` (FAMO).
+
+    Example:
+        >>> Needs({"shared": "matrix"}).paths
+        {'shared': 'matrix'}
+    """
+
+    paths: Mapping[str, str]
+    losses_after_step: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "paths", dict(self.paths))
+        for path, given in self.paths.items():
+            if path not in PATH_INPUTS:
+                raise ValueError(f"unknown gradient path {path!r}; valid: {', '.join(PATH_INPUTS)}")
+            if given not in PATH_INPUTS[path]:
+                raise ValueError(
+                    f"path {path!r} gives a balancer one of {PATH_INPUTS[path]}, not {given!r}"
+                )
+        if "loss" in self.paths and len(self.paths) > 1:
+            raise ValueError("a balancer works on the losses or on gradients, not both")
 
 
 class Balancer(keras.layers.Layer):
     """Common base: knows its task names once :meth:`setup` has run."""
 
-    #: "loss" or "gradient"
-    level: str = ""
+    #: what the method works on (see :class:`Needs`); the only thing the trainer reads
+    needs: Needs = Needs({"loss": "losses"})
+
+    @property
+    def level(self) -> str:
+        """``"loss"`` or ``"gradient"`` (derived from :attr:`needs`)."""
+        return "loss" if "loss" in self.needs.paths else "gradient"
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The gradient paths the method runs on, in order of preference."""
+        return tuple(self.needs.paths)
+
+    @property
+    def needs_losses_after_step(self) -> bool:
+        return self.needs.losses_after_step
 
     def __init__(self, name: str | None = None, **kwargs):
         super().__init__(name=name, trainable=kwargs.pop("trainable", True), **kwargs)
@@ -62,15 +127,11 @@ class Balancer(keras.layers.Layer):
         )
 
     # ------------------------------------------------------------------ trainer hooks
-    #: True when the trainer must re-evaluate the task losses on the same batch after the
-    #: optimizer step and call :meth:`after_step` (FAMO).
-    needs_losses_after_step: bool = False
-
     def on_epoch_end(self) -> None:  # noqa: B027 - optional hook
         """Called by the trainer at the end of every training epoch (e.g. DWA's epoch form)."""
 
     def after_step(self, losses_before, losses_after, step) -> None:  # noqa: B027
-        """Called after the optimizer step when :attr:`needs_losses_after_step` is True.
+        """Called after the optimizer step when ``needs.losses_after_step`` is True.
 
         Args:
             losses_before: (T,) the all-reduced losses the step was computed from.
@@ -85,7 +146,7 @@ class Balancer(keras.layers.Layer):
 class LossBalancer(Balancer):
     """Maps task losses to a scalar objective."""
 
-    level = "loss"
+    needs = Needs({"loss": "losses"})
 
     def combine(self, losses: tf.Tensor, global_losses: tf.Tensor, step: tf.Tensor):
         """Return ``(objective, weights)``.
@@ -107,9 +168,7 @@ class LossBalancer(Balancer):
 class GradientBalancer(Balancer):
     """Maps per-task gradients of the shared part to one update."""
 
-    level = "gradient"
-    #: gradient sources this method accepts, in order of preference.
-    sources: tuple[str, ...] = ("shared", "representation")
+    needs = Needs({"shared": "gramian", "representation": "gramian"})
 
     # Note: not called ``weights``: that name is keras.layers.Layer's list of variables.
     def weights_from_gramian(
@@ -123,7 +182,8 @@ class GradientBalancer(Balancer):
 
     @property
     def gramian_based(self) -> bool:
-        return type(self).weights_from_gramian is not GradientBalancer.weights_from_gramian
+        """Whether the method is weights from the Gramian on every path it runs on."""
+        return all(given == "gramian" for given in self.needs.paths.values())
 
     def build_parameter_state(self, sizes) -> None:  # noqa: B027 - optional hook
         """Create state that depends on the flat Jacobian's columns (e.g. DB-MTL's buffer).
@@ -140,10 +200,6 @@ class GradientBalancer(Balancer):
         Also what the trainer logs as task weights. Ones unless the method says otherwise.
         """
         return tf.ones_like(tf.cast(losses, tf.float32))
-
-    #: True for methods that transform per-sample representation gradients themselves
-    #: (GradDrop); they implement :meth:`representation_gradients`.
-    transforms_representation: bool = False
 
     def representation_gradients(self, task_grads, representations, losses, step, replica_sum=None):
         """Map per-task gradients of the shared representation to the gradient to back-propagate.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from mtl_keras.balancing.base import GradientBalancer
+from mtl_keras.balancing.base import GradientBalancer, Needs
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
@@ -31,7 +31,7 @@ class DBMTL(GradientBalancer):
         array([2., 2.], dtype=float32)
     """
 
-    sources = ("shared",)
+    needs = Needs({"shared": "matrix"})
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8, **kwargs):
         super().__init__(**kwargs)

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from mtl_keras.balancing._linalg import adam_update
-from mtl_keras.balancing.base import LossBalancer
+from mtl_keras.balancing.base import LossBalancer, Needs
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
@@ -20,7 +20,7 @@ class FAMO(LossBalancer):
     ``-L*_i + eps``), with L2 weight decay ``gamma``: tasks whose loss fell more than the average
     lose weight.
 
-    **Trainer hook**: :attr:`needs_losses_after_step` is True; after ``optimizer.apply`` the
+    **Trainer hook**: ``needs.losses_after_step`` is True; after ``optimizer.apply`` the
     trainer re-evaluates the losses of the same batch (no gradient), all-reduces them like
     ``global_losses`` and calls :meth:`after_step` with the losses before and after.
 
@@ -38,7 +38,7 @@ class FAMO(LossBalancer):
         array([0.75, 0.25], dtype=float32)
     """
 
-    needs_losses_after_step = True
+    needs = Needs({"loss": "losses"}, losses_after_step=True)
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from mtl_keras.balancing._linalg import step_seed
-from mtl_keras.balancing.base import GradientBalancer
+from mtl_keras.balancing.base import GradientBalancer, Needs
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
@@ -41,8 +41,7 @@ class GradDrop(GradientBalancer):
         4.0
     """
 
-    sources = ("representation", "shared")
-    transforms_representation = True
+    needs = Needs({"representation": "representation_gradients", "shared": "matrix"})
 
     def __init__(self, leak: float | Sequence[float] = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from mtl_keras.balancing._linalg import f64, partner_orders, step_seed
-from mtl_keras.balancing.base import GradientBalancer
+from mtl_keras.balancing.base import GradientBalancer, Needs
 
 GROUPS = ("all", "variable")
 
@@ -78,12 +78,8 @@ class GradVac(GradientBalancer):
         self.beta, self.group = float(beta), group
         self.seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
         self.sizes: tuple[int, ...] | None = None
-        if group == "variable":
-            self.sources = ("shared",)
-
-    @property
-    def gramian_based(self) -> bool:
-        return self.group == "all"
+        if group == "variable":  # per-variable Gramians: the matrix of the shared variables
+            self.needs = Needs({"shared": "matrix"})
 
     def build_state(self, num_tasks: int) -> None:
         if self.group == "all":
