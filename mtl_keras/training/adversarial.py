@@ -144,7 +144,7 @@ class AdversarialMultiTaskModel(MultiTaskModel):
         **kwargs,
     ):
         super().__init__(network, tasks, balancer, **kwargs)
-        if self.balancer.level != "loss":
+        if "loss" not in self.balancer.needs.paths:
             raise ValueError(
                 "the adversarial discriminator (ASTMT) works with loss-level balancers only; "
                 f"{balancing.method_name(self.balancer)!r} balances gradients, which would "

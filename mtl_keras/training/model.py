@@ -37,7 +37,8 @@ import keras
 import tensorflow as tf
 
 from mtl_keras import balancing
-from mtl_keras.architectures.base import is_auxiliary, sharing_of, task_of
+from mtl_keras.architectures.base import is_auxiliary, sharing_of, task_of, task_specs_of
+from mtl_keras.export.saved_model import serving_function
 from mtl_keras.tasks import TaskSpec, resolve
 from mtl_keras.training.distribute import reducible_logs, symbolic_build_needed
 from mtl_keras.training.precision import loss_scale
@@ -47,6 +48,73 @@ SOURCES = ("auto", "shared", "representation")
 
 class LabelError(ValueError):
     """A batch's labels do not match the model's tasks or outputs."""
+
+
+def _specs_for(network, tasks, main, recorded) -> dict[str, TaskSpec]:
+    """The TaskSpecs to train ``network`` with: ``tasks`` if given (checked against the network),
+    else those the network was built with (its TaskOutput markers), else the names' defaults."""
+    if tasks is None:
+        specs = {t: recorded[t] for t in main if t in recorded}
+        specs.update(resolve([t for t in main if t not in specs]) if len(specs) < len(main) else {})
+        specs = {t: specs[t] for t in main}
+    else:
+        specs = resolve(tasks)
+    unknown = [t for t in specs if t not in main]
+    if unknown or len(specs) != len(main):
+        raise ValueError(
+            f"tasks {list(specs)} do not match the network's outputs {main}; pass the "
+            "TaskSpecs of exactly the tasks the network predicts"
+        )
+    for t, spec in specs.items():
+        built = recorded.get(t)
+        if built is not None and built.get_config() != spec.get_config():
+            raise ValueError(
+                f"task {t!r}: the given TaskSpec {spec.get_config()} differs from the one network "
+                f"{network.name!r} was built with, {built.get_config()}; pass the network's own "
+                "(or none: MultiTaskModel(network) takes them from the network)"
+            )
+        channels = network.output[t].shape[-1]
+        if channels is not None and channels != spec.channels:
+            raise ValueError(
+                f"task {t!r}: the given TaskSpec predicts {spec.channels} channels but network "
+                f"{network.name!r} outputs {channels}; pass the TaskSpecs the network was built "
+                "with (e.g. the same task_options)"
+            )
+    return specs
+
+
+def served_outputs(specs: Mapping[str, TaskSpec], outputs: Mapping) -> dict:
+    """Every task's ``spec.serve`` of its raw output (``semseg_class``, ``semseg_probs``,
+    ``depth``, ``normals``, ...): the outputs of the exported SavedModel, under its keys."""
+    served = {}
+    for t, spec in specs.items():
+        served.update(spec.serve(outputs[t]))
+    return served
+
+
+class Subgraph(keras.Function):
+    """A part of a functional network as a graph function: from any of its tensors to others.
+
+    Unlike a ``keras.Model`` built on inner tensors, it adds no node to the network's layers, so
+    the network still saves. ``losses()`` are those its layers added in the latest call.
+    """
+
+    def call(self, inputs, training=None):
+        def operation_fn(op):
+            def run(*args, **kwargs):
+                if getattr(op, "_call_has_training_arg", False) and training is not None:
+                    kwargs["training"] = training
+                return op(*args, **kwargs)
+
+            return run
+
+        return self._run_through_graph(inputs, operation_fn=operation_fn)
+
+    def __call__(self, inputs, training=None):
+        return self.call(inputs, training=training)
+
+    def losses(self) -> list:
+        return [loss for op in self.operations for loss in getattr(op, "losses", [])]
 
 
 def _gradient(tape, target, sources, output_gradients=None, scale=None):
@@ -163,7 +231,8 @@ class MultiTaskModel(keras.Model):
         super().__init__(name=name or f"{network.name}_trainer")
         self.network = network
         main = [k for k in network.output if not is_auxiliary(k)]
-        specs = resolve(tasks if tasks is not None else main)
+        recorded = task_specs_of(network)
+        specs = _specs_for(network, tasks, main, recorded)
         unknown = [t for t in specs if t not in main]
         if unknown or len(specs) != len(main):
             raise ValueError(
@@ -172,6 +241,8 @@ class MultiTaskModel(keras.Model):
             )
         self._specs: dict[str, TaskSpec] = specs
         self.task_names = tuple(specs)
+        if not auxiliary_tasks:  # the auxiliary tasks the network was built with, if recorded
+            auxiliary_tasks = [s for t, s in recorded.items() if t not in main]
         self._aux_specs = self._auxiliary_specs(auxiliary_tasks, auxiliary_weights, main)
         self._aux = {k: task_of(k) for k in network.output if is_auxiliary(k)}
         bad_aux = sorted(
@@ -197,14 +268,17 @@ class MultiTaskModel(keras.Model):
         self.balancer = balancing.get(balancer, **dict(balancer_kwargs or {}))
         self.balancer.setup(self.task_names)
         self._sharing = sharing_of(network)
+        # the balancer's one declaration: the input it takes on each gradient path
+        self._loss_level = "loss" in self.balancer.needs.paths
         self.gradient_source = self._choose_source(gradient_source)
+        self._input = self.balancer.needs.paths[self.gradient_source or "loss"]
         if gradient_statistics is None:
-            gradient_statistics = self.balancer.level == "gradient"
+            gradient_statistics = not self._loss_level
         self.gradient_statistics = bool(gradient_statistics)
         # loss-level statistics: gradients of the representation if declared, else of the shared
         # variables (None: no statistics)
         self._stats_source = None
-        if self.gradient_statistics and self.balancer.level == "loss":
+        if self.gradient_statistics and self._loss_level:
             if self._sharing.representation_layers:
                 self._stats_source = "representation"
             elif self._sharing.shared_variables:
@@ -225,11 +299,9 @@ class MultiTaskModel(keras.Model):
             # differentiates everything it recorded between a target and the input, whatever the
             # sources asked for); a second tape over the encoder takes J_z^T (sum_i w_i dL_i/dz).
             self._encoder = keras.Model(network.input, reps, name=f"{network.name}_encoder")
-            self._heads = keras.Model(
-                [*tf.nest.flatten(network.input), *reps],
-                network.output,
-                name=f"{network.name}_heads",
-            )
+            # a graph function, not a Model: a Model whose inputs are inner tensors of the network
+            # adds nodes to the network's layers, and the network could no longer be saved
+            self._heads = Subgraph([*tf.nest.flatten(network.input), *reps], network.output)
         else:
             self._encoder = self._heads = None
 
@@ -261,9 +333,9 @@ class MultiTaskModel(keras.Model):
     def _choose_source(self, source: str) -> str | None:
         if source not in SOURCES:
             raise ValueError(f"unknown gradient_source {source!r}; valid: {', '.join(SOURCES)}")
-        if self.balancer.level != "gradient":
+        if self._loss_level:
             return None
-        allowed = list(self.balancer.sources)
+        allowed = list(self.balancer.needs.paths)
         if not self._sharing.representation_layers and "representation" in allowed:
             allowed.remove("representation")
         if not self._sharing.shared_variables and "shared" in allowed:
@@ -272,7 +344,8 @@ class MultiTaskModel(keras.Model):
             if not allowed:
                 raise ValueError(
                     f"balancer {balancing.method_name(self.balancer)!r} needs "
-                    f"{self.balancer.sources} but the network has neither shared variables "
+                    f"{tuple(self.balancer.needs.paths)} but the network has neither shared "
+                    "variables "
                     "nor a declared shared representation"
                 )
             return allowed[0]
@@ -280,7 +353,7 @@ class MultiTaskModel(keras.Model):
             raise ValueError(
                 f"gradient_source={source!r} is not possible here: balancer "
                 f"{balancing.method_name(self.balancer)!r} "
-                f"accepts {list(self.balancer.sources)}, and the network "
+                f"accepts {list(self.balancer.needs.paths)}, and the network "
                 + (
                     "declares no SharedRepresentation"
                     if source == "representation"
@@ -330,6 +403,55 @@ class MultiTaskModel(keras.Model):
         for ms in self._task_metrics.values():
             out.extend(ms)
         return out
+
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, **kwargs):
+        """``keras.Model.compile`` without ``loss`` and ``loss_weights``: the TaskSpecs define
+        the losses and the balancer weighs them."""
+        if loss is not None or loss_weights is not None:
+            given = "loss" if loss is not None else "loss_weights"
+            raise ValueError(
+                f"MultiTaskModel.compile does not take {given}=: each task's loss comes from its "
+                "TaskSpec and the balancer weighs them. For fixed task weights build the model "
+                'with balancer="fixed", balancer_kwargs={"weights": {"semseg": 1.0, "depth": '
+                "2.0}}; for a different loss, pass a TaskSpec with that loss"
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def predict_step(self, data):
+        """What the served model returns: each task's ``serve`` outputs (probabilities, unit
+        normals, metric depth, class maps), keyed ``"{task}"`` for a task with one output and
+        ``"{task}_{name}"`` otherwise. Raw outputs: ``model.network.predict``."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return served_outputs(self._specs, self.network(x, training=False))
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, *, image_size=None, **kwargs):
+        """Write a SavedModel whose ``serving_default`` is that of ``mtl-keras export``: uint8
+        images ``[B, H, W, 3]`` of any size in, every task's served outputs at that size out.
+
+        Args:
+            filepath: the SavedModel folder to write.
+            format: ``"tf_saved_model"`` (the only one: TF Serving's).
+            image_size: ``(H, W)`` the network runs at (default: its input shape).
+        """
+        if format != "tf_saved_model" or kwargs:
+            raise ValueError(
+                f"MultiTaskModel.export writes format='tf_saved_model' only (got {format!r}"
+                f"{', ' + ', '.join(kwargs) if kwargs else ''}); export model.network for others"
+            )
+        size = image_size or tuple(self.network.input.shape[1:3])
+        if None in size:
+            raise ValueError(
+                f"network {self.network.name!r} takes images of any size; pass "
+                "export(path, image_size=(H, W)), the size it was trained at"
+            )
+        archive = keras.export.ExportArchive()
+        archive.track(self.network)
+        archive.add_endpoint(
+            name="serving_default",
+            fn=serving_function(self.network, self._specs, size),
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+        )
+        archive.write_out(filepath, verbose=bool(verbose))
 
     def fit(self, *args, callbacks=None, **kwargs):
         """``keras.Model.fit`` that also tells the balancer when an epoch ends (DWA)."""
@@ -452,7 +574,7 @@ class MultiTaskModel(keras.Model):
         variables = self.trainable_variables
         scale = loss_scale(self.optimizer)  # None unless mixed float16
         state = None if scale is None else self._snapshot_balancer_state()
-        loss_level = self.balancer.level == "loss"
+        loss_level = self._loss_level
         persistent = not loss_level or self._stats_source is not None
         split = self._heads is not None
         encoder_tape = encoder_extra = None
@@ -466,7 +588,7 @@ class MultiTaskModel(keras.Model):
             if split:
                 tape.watch(rep)
                 outputs = self._heads([*tf.nest.flatten(x), *rep], training=True)
-                network_losses = self._heads.losses
+                network_losses = self._heads.losses()
             else:
                 outputs, rep = self._forward_pass(x, training=True)
                 network_losses = self.network.losses
@@ -520,7 +642,7 @@ class MultiTaskModel(keras.Model):
         if scale is not None:
             grads, finite = self._loss_scaled_update(grads, state, scale)
         self.optimizer.apply(grads, variables)
-        if self.balancer.needs_losses_after_step:
+        if self.balancer.needs.losses_after_step:
             # FAMO: losses of the same batch after the update (training mode, as the paper)
             after, _ = self.task_losses(y, self.network(x, training=True))
             self.balancer.after_step(
@@ -590,7 +712,7 @@ class MultiTaskModel(keras.Model):
         all replicas hand NaN gradients to the optimizer, so all of them skip the step and halve
         the scale together (the optimizer alone would look at the first replica only).
         """
-        if self.balancer.level == "gradient":
+        if not self._loss_level:
             grads = [tf.cast(tf.cast(g, tf.float32) * scale, g.dtype) for g in grads]
         finite = _all_finite_on_every_replica([*grads, *(v for v, _ in state)])
         poison = tf.where(finite, 0.0, float("nan"))
@@ -630,7 +752,7 @@ class MultiTaskModel(keras.Model):
         up = [v for v in variables if id(v) in up_ids]
         down = [v for v in variables if id(v) not in up_ids]
         t = len(self.task_names)
-        if self.balancer.transforms_representation:
+        if self._input == "representation_gradients":
             # GradDrop: the balancer rewrites dL/dz itself; heads get sum_i g_i
             task_grads = [
                 tf.stack([_gradient(tape, scaled[i], [r], scale=scale)[0] for i in range(t)])
@@ -700,7 +822,7 @@ class MultiTaskModel(keras.Model):
         )
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         step = self.optimizer.iterations
-        if self.balancer.gramian_based:
+        if self._input == "gramian":
             gramian = tf.add_n(
                 [
                     tf.matmul(
