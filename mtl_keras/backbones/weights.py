@@ -1,15 +1,27 @@
-"""Backbone weights from local ``.npz`` files, and conversion of torchvision ResNet weights.
+"""Backbone weights from local ``.npz`` files, and conversion of pretrained ResNet weights.
 
 File format: one array per variable, keyed ``"<layer_name>/<weight_name>"`` (e.g.
 ``"stage2_block1_conv1/kernel"``, ``"stem_bn/gamma"``, ``"stem_bn/moving_mean"``), convolution
-kernels in Keras ``(H, W, in, out)`` layout. Nothing here downloads: pretrained weights are
-converted once from a file the user has, e.g. a torchvision ``resnet50`` ``state_dict``
-(:func:`convert_torchvision_resnet`), then loaded with :func:`load_backbone_weights`.
+kernels in Keras ``(H, W, in, out)`` layout. Pretrained weights are converted once from what the
+user has, then loaded with :func:`load_backbone_weights`:
+
+* a torchvision ``resnet50`` ``state_dict`` file (:func:`convert_torchvision_resnet`);
+* a keras-hub ResNet preset (``resnet_18_imagenet``, ``resnet_50_imagenet``,
+  ``resnet_101_imagenet``), by handle or local folder (:func:`convert_keras_hub_resnet`, or
+  :func:`load_keras_hub_resnet` straight into a built backbone). keras-hub's ResNet (v1.5: the
+  stride on the 3x3 convolution, PyTorch-style symmetric padding) has no dilation; dilation
+  changes no weight, so its weights load into every output stride of
+  :func:`~mtl_keras.backbones.resnet.build_resnet`, and the undilated one (output stride 32)
+  computes keras-hub's ``pyramid_outputs``.
+
+Only a keras-hub *handle* downloads (keras-hub fetches it from Kaggle); a local folder written by
+``save_to_preset`` and the ``.npz`` files load offline.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -17,6 +29,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from mtl_keras.backbones.keras_hub import _affine, _keras_hub, _preset_normalization
 from mtl_keras.backbones.resnet import RESNET_SPECS
 
 _TORCH_BN = {
@@ -121,7 +134,16 @@ def load_backbone_weights(
         >>> load_backbone_weights(fresh_model, "/tmp/resnet18.npz")    # doctest: +SKIP
         []
     """
-    arrays = _read_npz(path)
+    return _assign(backbone, _read_npz(path), f"backbone weights file {path!r}", skip_mismatch)
+
+
+def _assign(
+    backbone: keras.Model, arrays: Mapping[str, np.ndarray], source: str, skip_mismatch: bool
+) -> list[str]:
+    """Check every key and shape of ``arrays`` against ``backbone``, then assign them.
+
+    ``source`` names where the arrays come from in the error message. Returns the skipped keys.
+    """
     variables = backbone_variables(backbone)
     problems: dict[str, str] = {}  # in model order, then the file's unexpected keys
     for key, variable in variables.items():
@@ -137,7 +159,7 @@ def load_backbone_weights(
         listed = "\n".join(f"  {k}: {msg}" for k, msg in list(problems.items())[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise ValueError(
-            f"backbone weights file {path!r} does not match model {backbone.name!r} "
+            f"{source} does not match model {backbone.name!r} "
             f"({len(problems)} problem(s)):\n{listed}{more}\nBuild the backbone with the same "
             "depth/width as the file, or pass skip_mismatch=True to load only what matches."
         )
@@ -232,3 +254,169 @@ def convert_torchvision_resnet(state_dict_path: str, depth: int, out_path: str) 
         state = state["state_dict"]
     arrays = {k: v.detach().cpu().numpy() for k, v in state.items()}
     _write_npz(torchvision_resnet_to_keras(arrays, depth), out_path)
+
+
+#: keras-hub block type -> this package's block kind (the "_vd" and pre-activation variants differ
+#: in architecture, not only in names, and are refused)
+_HUB_BLOCKS = {"basic_block": "basic", "bottleneck_block": "bottleneck"}
+#: keras-hub ResNet layer names: the stem, then ``stack{s}_block{b}_{k}_{conv,bn}`` counted from 0
+#: with ``k = 0`` the projection shortcut
+_HUB_LAYER = re.compile(r"stack(\d+)_block(\d+)_(\d)_(conv|bn)")
+
+
+def _hub_resnet_depth(config: Mapping) -> int:
+    """The depth of :func:`build_resnet` (width 64) that has the layout of a keras-hub ResNet."""
+    kind = _HUB_BLOCKS.get(config.get("block_type"))
+    problems = []
+    if kind is None:
+        problems.append(
+            f"block_type {config.get('block_type')!r} (ResNet-vd's average-pool shortcuts and "
+            "3-convolution stem are another architecture)"
+        )
+    if config.get("use_pre_activation"):
+        problems.append("use_pre_activation=True (ResNetV2 normalises before each convolution)")
+    if list(config.get("input_conv_filters", ())) != [64] or list(
+        config.get("input_conv_kernel_sizes", ())
+    ) != [7]:
+        problems.append("a stem other than one 7x7 convolution with 64 filters")
+    if list(config.get("stackwise_num_filters", ())) != [64, 128, 256, 512]:
+        problems.append(f"stackwise_num_filters {config.get('stackwise_num_filters')}")
+    if list(config.get("stackwise_num_strides", ())) != [1, 2, 2, 2]:
+        problems.append(f"stackwise_num_strides {config.get('stackwise_num_strides')}")
+    blocks = tuple(config.get("stackwise_num_blocks", ()))
+    depth = next((d for d, spec in RESNET_SPECS.items() if spec == (blocks, kind)), None)
+    if depth is None and kind is not None:
+        problems.append(f"{kind} blocks {list(blocks)} per stage")
+    if problems:
+        layouts = ", ".join(f"{d}: {list(b)} {k}" for d, (b, k) in RESNET_SPECS.items())
+        raise ValueError(
+            "the keras-hub ResNet does not have the layout of build_resnet: "
+            + "; ".join(problems)
+            + ". Supported: the ResNet v1 presets (resnet_18_imagenet, resnet_50_imagenet, "
+            "resnet_101_imagenet): block_type 'basic_block' or 'bottleneck_block', "
+            "use_pre_activation=False, input_conv_filters [64] of size [7], stackwise_num_filters "
+            f"[64, 128, 256, 512], strides [1, 2, 2, 2] and blocks per depth ({layouts})"
+        )
+    return depth
+
+
+def _our_layer_name(hub_name: str) -> str | None:
+    """This package's name of a keras-hub ResNet layer with weights (None: not a conv or BN)."""
+    if hub_name in ("conv1_conv", "conv1_bn"):
+        return f"stem_{hub_name.removeprefix('conv1_')}"
+    match = _HUB_LAYER.fullmatch(hub_name)
+    if match is None:
+        return None
+    stack, block, k, kind = match.groups()
+    prefix = f"stage{int(stack) + 1}_block{int(block) + 1}"
+    return f"{prefix}_shortcut_{kind}" if k == "0" else f"{prefix}_{kind}{k}"
+
+
+def keras_hub_resnet_to_keras(hub_backbone: keras.Model) -> dict[str, np.ndarray]:
+    """Map the weights of a keras-hub ``ResNetBackbone`` to this package's weight keys.
+
+    ``conv1_conv`` / ``conv1_bn`` become ``stem_conv`` / ``stem_bn``;
+    ``stack{s}_block{b}_{k}_conv`` / ``_bn`` (counted from 0) become
+    ``stage{s+1}_block{b+1}_conv{k}`` / ``_bn{k}``, and ``k = 0`` (the projection shortcut)
+    ``_shortcut_conv`` / ``_shortcut_bn``. Kernels are already ``(H, W, in, out)``.
+
+    Args:
+        hub_backbone: a ``keras_hub.models.ResNetBackbone`` of the v1 layout (see
+            :func:`load_keras_hub_resnet`).
+
+    Returns:
+        ``{"<layer_name>/<weight_name>": array}`` as stored in a weights ``.npz``; it loads into
+        ``build_resnet(depth)`` (width 64, any output stride).
+
+    Raises:
+        ValueError: the backbone's layout is not one of :data:`RESNET_SPECS` (ResNetV2, ResNet-vd,
+            other filters or strides), or it has a layer with weights this mapping does not know.
+    """
+    _hub_resnet_depth(hub_backbone.get_config())
+    arrays, unknown = {}, []
+    for layer in hub_backbone.layers:
+        if not layer.weights:
+            continue
+        ours = _our_layer_name(layer.name)
+        if ours is None:
+            unknown.append(layer.name)
+            continue
+        for variable in layer.weights:
+            arrays[f"{ours}/{variable.name}"] = np.asarray(
+                keras.ops.convert_to_numpy(variable), np.float32
+            )
+    if unknown:
+        raise ValueError(
+            f"keras-hub ResNet {hub_backbone.name!r} has layers with weights that map to no layer "
+            f"of build_resnet: {unknown[:10]}"
+        )
+    return arrays
+
+
+def _hub_resnet(preset: str):
+    """The keras-hub ResNet backbone of ``preset`` (a handle or a local folder), checked."""
+    hub_backbone = _keras_hub().models.Backbone.from_preset(preset)
+    if type(hub_backbone).__name__ != "ResNetBackbone":
+        raise ValueError(
+            f"preset {preset!r} holds a {type(hub_backbone).__name__}, not a ResNetBackbone; use "
+            f"backbone='preset:{preset}' to train on it as a keras-hub encoder instead"
+        )
+    # build_resnet takes ImageNet-normalised images (the architectures' ImageNormalization)
+    scale, offset = _affine(_preset_normalization(preset))
+    if not (np.allclose(scale, 1, atol=1e-3) and np.allclose(offset, 0, atol=1e-3)):
+        raise ValueError(
+            f"preset {preset!r} expects images normalised otherwise than with ImageNet's mean and "
+            "std (its image_converter.json), which build_resnet's inputs are; use "
+            f"backbone='preset:{preset}', which folds the preset's normalisation into the model"
+        )
+    return hub_backbone
+
+
+def load_keras_hub_resnet(
+    backbone: keras.Model, preset: str, *, skip_mismatch: bool = False
+) -> list[str]:
+    """Load the weights of a keras-hub ResNet preset into a (dilated) :func:`build_resnet`.
+
+    keras-hub's ResNet v1 (He et al., CVPR 2016) puts the stride on the 3x3 convolution and
+    pads symmetrically, like this package's ResNet, and has no dilation. The weights load
+    layer by layer (:func:`keras_hub_resnet_to_keras`) into any output stride: the dilated
+    convolutions reuse the 3x3 kernels, as DeepLab's dilated ResNets reuse ImageNet weights
+    (Chen et al., arXiv 2017). At output stride 32 the pyramid equals keras-hub's
+    ``pyramid_outputs``. The preset's image normalisation must be ImageNet's (as for the
+    ImageNet presets), because the architectures feed the backbone ImageNet-normalised images.
+
+    Args:
+        backbone: ``build_resnet(depth, width=64, output_stride=...)`` of the preset's depth.
+        preset: a keras-hub handle (``"resnet_50_imagenet"``; downloads once, needs the
+            internet) or a local folder written by ``save_to_preset`` (offline).
+        skip_mismatch: as :func:`load_backbone_weights`.
+
+    Returns:
+        The skipped keys, sorted (empty unless ``skip_mismatch``).
+
+    Raises:
+        ValueError: the preset is not a ResNet v1 of a supported layout, expects another image
+            normalisation, or does not match ``backbone`` (the message names the keys).
+
+    Example:
+        >>> model = build_resnet(50, output_stride=8)                          # doctest: +SKIP
+        >>> load_keras_hub_resnet(model, "weights/resnet_50_imagenet")         # doctest: +SKIP
+        []
+    """
+    arrays = keras_hub_resnet_to_keras(_hub_resnet(preset))
+    return _assign(backbone, arrays, f"keras-hub preset {preset!r}", skip_mismatch)
+
+
+def convert_keras_hub_resnet(preset: str, out_path: str) -> int:
+    """Convert a keras-hub ResNet preset to a weights ``.npz``; returns the ResNet depth.
+
+    Run once where the preset is (a handle downloads it); the ``.npz`` then loads offline into
+    ``build_resnet(depth)`` at any output stride with :func:`load_backbone_weights`.
+
+    Example:
+        >>> convert_keras_hub_resnet("resnet_50_imagenet", "r50.npz")  # doctest: +SKIP
+        50
+    """
+    hub_backbone = _hub_resnet(preset)
+    _write_npz(keras_hub_resnet_to_keras(hub_backbone), out_path)
+    return _hub_resnet_depth(hub_backbone.get_config())
