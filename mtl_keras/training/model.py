@@ -37,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from mtl_keras import balancing
+from mtl_keras import tasks as tasks_lib
 from mtl_keras.architectures.base import is_auxiliary, sharing_of, task_of, task_specs_of
 from mtl_keras.export.saved_model import serving_function
 from mtl_keras.tasks import TaskSpec, resolve
@@ -179,6 +180,7 @@ class _BalancerEpochEnd(keras.callbacks.Callback):
         self.model.balancer.on_epoch_end()
 
 
+@keras.saving.register_keras_serializable(package="mtl_keras")
 class MultiTaskModel(keras.Model):
     """Trains a multi-output dense-prediction network with a task balancer.
 
@@ -263,6 +265,13 @@ class MultiTaskModel(keras.Model):
         if head_weighting not in ("weighted", "sum"):
             raise ValueError(f"head_weighting must be 'weighted' or 'sum', got {head_weighting!r}")
         self.head_weighting = head_weighting
+        self._config = {
+            "gradient_source": gradient_source,
+            "head_weighting": head_weighting,
+            "train_metrics": train_metrics,
+            "auxiliary_weights": dict(auxiliary_weights or {}),
+            "gradient_statistics": gradient_statistics,
+        }
         self.train_metrics = train_metrics
 
         self.balancer = balancing.get(balancer, **dict(balancer_kwargs or {}))
@@ -404,6 +413,35 @@ class MultiTaskModel(keras.Model):
             out.extend(ms)
         return out
 
+    def get_config(self) -> dict:
+        """The constructor's arguments: the network, TaskSpecs and balancer as configs."""
+        if type(self) is not MultiTaskModel:
+            raise NotImplementedError(
+                f"{type(self).__name__} cannot be saved as a .keras file yet; save its weights "
+                "(model.save_weights) and the network (model.network.save)"
+            )
+        return {
+            "name": self.name,
+            "network": keras.saving.serialize_keras_object(self.network),
+            "tasks": [spec.get_config() for spec in self._specs.values()],
+            "balancer": keras.saving.serialize_keras_object(self.balancer),
+            "auxiliary_tasks": [spec.get_config() for spec in self.auxiliary_tasks.values()],
+            **self._config,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        network = keras.saving.deserialize_keras_object(
+            config.pop("network"), custom_objects=custom_objects
+        )
+        balancer = keras.saving.deserialize_keras_object(
+            config.pop("balancer"), custom_objects=custom_objects
+        )
+        specs = [tasks_lib.from_config(c) for c in config.pop("tasks")]
+        config["auxiliary_tasks"] = [tasks_lib.from_config(c) for c in config["auxiliary_tasks"]]
+        return cls(network, specs, balancer, **config)
+
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, **kwargs):
         """``keras.Model.compile`` without ``loss`` and ``loss_weights``: the TaskSpecs define
         the losses and the balancer weighs them."""
@@ -416,6 +454,12 @@ class MultiTaskModel(keras.Model):
                 "2.0}}; for a different loss, pass a TaskSpec with that loss"
             )
         super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        """Compile a loaded model as it was saved (its optimizer, then the optimizer's state)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:  # variables now, so the saved optimizer state loads into them
+            self.optimizer.build(self.trainable_variables)
 
     def predict_step(self, data):
         """What the served model returns: each task's ``serve`` outputs (probabilities, unit

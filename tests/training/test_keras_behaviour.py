@@ -130,3 +130,46 @@ def test_readme_python_examples_run_as_written(tmp_path, monkeypatch):
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     assert os.path.exists(tmp_path / "saved_models" / "readme_example" / "1" / "saved_model.pb")
+
+
+def _semseg_depth_data(n=4):
+    arrays = tiny_arrays(TASKS, n=n)
+    labels = {"semseg": np.minimum(arrays["semseg"], 4).astype(np.uint8), "depth": arrays["depth"]}
+    return arrays["image"], tf.data.Dataset.from_tensor_slices((arrays["image"], labels)).batch(2)
+
+
+@pytest.mark.parametrize("balancer,source", [("uncertainty", "auto"), ("mgda", "representation")])
+def test_keras_file_round_trip_continues_training_identically(tmp_path, balancer, source):
+    keras.utils.set_random_seed(0)
+    model = MultiTaskModel(_network(), balancer=balancer, gradient_source=source)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images, data = _semseg_depth_data()
+    model.fit(data, epochs=1, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert type(loaded) is MultiTaskModel and loaded.tasks["semseg"].channels == 5
+    assert loaded.gradient_source == model.gradient_source
+    for a, b in zip(model.balancer.weights, loaded.balancer.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
+    np.testing.assert_array_equal(
+        loaded.predict(images, verbose=0)["depth"], model.predict(images, verbose=0)["depth"]
+    )
+    model.fit(data, epochs=1, verbose=0)
+    loaded.fit(data, epochs=1, verbose=0)
+    for a, b in zip(model.network.weights, loaded.network.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert "MultiTaskModel" in model.to_json()
+
+
+def test_model_checkpoint_writes_the_best_keras_file_inside_fit(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = MultiTaskModel(_network())
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    _, data = _semseg_depth_data()
+    path = str(tmp_path / "best.keras")
+    checkpoint = keras.callbacks.ModelCheckpoint(path, monitor="val_loss", save_best_only=True)
+    model.fit(data, validation_data=data, epochs=2, verbose=0, callbacks=[checkpoint])
+    loaded = keras.models.load_model(path)
+    assert set(loaded.tasks) == set(TASKS)
