@@ -420,3 +420,22 @@ def convert_keras_hub_resnet(preset: str, out_path: str) -> int:
     hub_backbone = _hub_resnet(preset)
     _write_npz(keras_hub_resnet_to_keras(hub_backbone), out_path)
     return _hub_resnet_depth(hub_backbone.get_config())
+
+
+def copy_keras_hub_preset(preset: str, folder: str) -> str:
+    """Write keras-hub ``preset`` (a handle or a folder) into the local ``folder``; returns it.
+
+    The backbone (config and weights) and, when the preset has one, its ``ImageConverter`` (the
+    image normalisation the encoders fold in) are saved with ``save_to_preset``. Run it once on
+    a machine with the internet (a handle downloads through keras-hub); afterwards ``folder``
+    loads offline, as ``backbone="preset:<folder>"`` or with :func:`load_keras_hub_resnet`.
+
+    Example:
+        >>> copy_keras_hub_preset("resnet_50_imagenet", "weights/r50")  # doctest: +SKIP
+        'weights/r50'
+    """
+    keras_hub = _keras_hub()
+    keras_hub.models.Backbone.from_preset(preset).save_to_preset(folder)
+    if _preset_normalization(preset) is not None:
+        keras_hub.layers.ImageConverter.from_preset(preset).save_to_preset(folder)
+    return folder

@@ -11,6 +11,7 @@ from mtl_keras.backbones import resnet
 from mtl_keras.backbones.weights import (
     backbone_variables,
     convert_keras_hub_resnet,
+    copy_keras_hub_preset,
     keras_hub_resnet_to_keras,
     load_backbone_weights,
     load_keras_hub_resnet,
@@ -98,5 +99,6 @@ def test_other_layouts_and_normalisations_are_refused(tmp_path):
     with pytest.raises(ValueError, match="stage1_block2_conv1/kernel: missing"):
         load_keras_hub_resnet(deeper, folder)
     keras_hub.layers.ImageConverter(scale=1 / 127.5, offset=-1.0).save_to_preset(folder)
+    copy = copy_keras_hub_preset(folder, str(tmp_path / "copy"))  # the converter travels along
     with pytest.raises(ValueError, match="normalised otherwise than with ImageNet"):
-        load_keras_hub_resnet(resnet.build_resnet(10), folder)
+        load_keras_hub_resnet(resnet.build_resnet(10), copy)
