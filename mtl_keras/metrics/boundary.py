@@ -6,38 +6,49 @@ Brightness, Color, and Texture Cues", TPAMI 2004), in the form of Dollár's ``ed
 for Dense Prediction Tasks: A Survey", TPAMI 2022) runs on PASCAL-Context:
 
 1. For each threshold ``t`` (99 thresholds 0.01 .. 0.99 by default), the prediction is binarised
-   as ``pred >= t`` and thinned to one-pixel-wide curves (`thin`: Guo & Hall's algorithm, as
-   MATLAB's ``bwmorph(E, 'thin', inf)`` and scikit-image's ``thin``).
-2. Predicted and true edge pixels are matched one-to-one, a pair being allowed when the two pixels
-   are at most ``max_dist × image diagonal`` apart (0.0075 by default, the BSDS value used for
-   PASCAL-Context; 0.011 is used for NYUD-v2 by ATRC, InvPT and TaskPrompter).
+   as ``pred >= t`` (SEISM's ``read_one_cont_png``) and thinned to one-pixel-wide curves (`thin`:
+   Guo & Hall's algorithm, as MATLAB's ``bwmorph(E, 'thin', inf)`` and scikit-image's ``thin``).
+2. Predicted and true edge pixels are matched one-to-one by BSDS's ``correspondPixels``: a pair is
+   allowed when ``du² + dv² <= (max_dist × image diagonal)²`` (0.0075 by default, the BSDS value
+   used for PASCAL-Context; 0.011 is used for NYUD-v2 by ATRC, InvPT and TaskPrompter).
 3. Per image and threshold: ``cntR`` = matched true pixels, ``sumR`` = true pixels, ``cntP`` =
    matched predicted pixels, ``sumP`` = predicted pixels (with one label map, cntR = cntP).
 4. **ODS**: the counts are summed over the dataset per threshold, ``R = cntR / sumR``,
-   ``P = cntP / sumP``, ``F = 2PR / (P + R)``; odsF is the best F over the thresholds, where, as in
-   ``edgesEvalDir``, P and R are also linearly interpolated at 100 points between neighbouring
-   thresholds (``interpolate=True``). **OIS**: each image keeps its best threshold (no
-   interpolation); the counts at those thresholds are summed and turned into one F. **AP**: the
-   dataset's precision sampled at recall 0, 0.01, .., 1 by linear interpolation between the
-   thresholds' (R, P) points (the highest P where several thresholds share an R), summed over
-   the recalls inside the reached range and divided by 100, as in ``edgesEvalDir``. Ratios with a
-   zero denominator are 0, so a threshold that predicts nothing is the point (0, 0); with fewer
-   than two distinct recalls (a prediction equal to its binary label) AP is 0.
+   ``P = cntP / sumP``, ``F = 2PR / (P + R)``; odsF is the best F over the thresholds. SEISM's
+   ``general_ods`` (the survey's protocol) takes the best threshold as it is
+   (``interpolate=False``); Dollár's ``edgesEvalDir`` also interpolates P and R linearly at 100
+   points between neighbouring thresholds (``interpolate=True``). **OIS**: each image keeps its
+   best threshold (no interpolation); the counts at those thresholds are summed and turned into
+   one F. **AP**: the dataset's precision sampled at recall 0, 0.01, .., 1 by linear
+   interpolation between the thresholds' (R, P) points (the highest P where several thresholds
+   share an R), summed over the recalls inside the reached range and divided by 100, as in
+   ``edgesEvalDir``. Ratios with a zero denominator are 0, so a threshold that predicts nothing is
+   the point (0, 0); with fewer than two distinct recalls AP is 0.
 
-**How close this is to SEISM.** Everything but the matching follows the reference. BSDS's
-``correspondPixels`` solves a *minimum-cost* assignment (Goldberg's CSA) on a sparse graph: pairs
-within the tolerance cost their distance, and each pixel can instead be left unmatched at an
-outlier cost of 100 × the tolerance (through 6 random outlier links per pixel). Here the matching
-is scipy's *maximum-cardinality* bipartite matching (Hopcroft-Karp) on the graph of all pairs
-within the tolerance (a KD-tree radius query). Because leaving two pixels unmatched costs 200 times
-the tolerance while any allowed pair costs at most one tolerance, a minimum-cost assignment matches
-as many pairs as possible, so both give the same counts, except where BSDS's random outlier graph
-or integer cost rounding changes a solution in rare degenerate configurations. The thinning
-implementations (here identical to scikit-image's; MATLAB's ``bwmorph`` implements the same
-algorithm) could differ on a few pixels, and SEISM's
-evaluation reads predictions from 8-bit PNGs (quantise with ``round(255 p) / 255`` to mimic it).
-Expect agreement with SEISM to within a few tenths of a point of F, not bit-identical numbers; the
-optional ``pyEdgeEval`` package (a wrapper of the BSDS C++ code) can serve as a cross-check.
+**The matching.** ``correspondPixels`` solves a minimum-cost assignment (Goldberg's CSA) in which a
+pair costs ``rint(100 d)`` and a pixel left unmatched costs ``ceil(100 × outlier_cost)``, with
+``outlier_cost = 100 × max_dist × diagonal``. `correspond_pixels` solves the same assignment with
+scipy's sparse minimum-weight full bipartite matching (LAPJVsp). Because one more matched pair
+removes two outliers (saving 200 outlier units) and costs at most one tolerance, every
+minimum-cost assignment is a maximum-cardinality matching, so the *counts* equal the size of a
+maximum matching of the pair graph; `image_counts` computes that size with a maximum flow
+(Dinic's algorithm in scipy), which the tests check against `correspond_pixels`.
+BSDS's C++ code differs in one respect: to keep CSA fast it lets each pixel become an outlier
+through only 6 *random* outlier links (and a 100-times dearer "perfect match overlay"), drawn
+from a generator seeded with the time of day. On a small fraction of (image, threshold) cells
+(about 6% on the soft maps of the tests) the random outlier graph forces one or two pairs to stay
+unmatched, so BSDS's counts vary between runs of the same input and are never above ours; the
+maximum over a few BSDS runs equals our count (checked against ``pyEdgeEval`` in the tests).
+
+**Cost.** Per image: one Euclidean distance transform of the label prunes every candidate
+pixel farther than the tolerance from all true pixels (it can never match), the allowed pairs
+between the remaining candidates and the true pixels are found once (a KD-tree) for all
+thresholds (the thresholds are nested, so each threshold's thinned pixels select rows of that
+graph), and an unchanged binary map reuses the previous threshold's result. Thinning visits only
+pixels next to a deletion (`thin`), so its cost is proportional to the mask's area, not to area ×
+thickness. ``pyEdgeEval`` 0.2.8 thins with the same tables but stops as soon as the first
+subiteration deletes nothing, whereas MATLAB's ``bwmorph`` (and `thin`) stop after a full
+iteration without change; the two can differ on a few pixels of thick maps.
 
 Example:
     >>> import numpy as np
@@ -49,15 +60,21 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import maximum_bipartite_matching
+from scipy.sparse.csgraph import maximum_flow, min_weight_full_bipartite_matching
 from scipy.spatial import cKDTree
 
 IGNORE_VALUE = 255
 EPS = np.finfo(np.float64).eps
+#: BSDS ``correspondPixels``: integer costs are ``rint(MULTIPLIER × distance)``.
+MULTIPLIER = 100
+#: BSDS ``correspondPixels``' default outlier cost, in units of the tolerance.
+OUTLIER_COST = 100.0
 
 
 def _thinning_tables() -> tuple[np.ndarray, np.ndarray]:
@@ -84,17 +101,21 @@ def _thinning_tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 _DELETE_FIRST, _DELETE_SECOND = _thinning_tables()
-# (row offset, column offset) of x1 .. x8 in the padded image.
-_NEIGHBOURS = ((1, 2), (0, 2), (0, 1), (0, 0), (1, 0), (2, 0), (2, 1), (2, 2))
+# (row offset, column offset) of x1 .. x8 relative to the centre.
+_NEIGHBOURS = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))
 
 
 def thin(mask: np.ndarray) -> np.ndarray:
     """Thin a binary (H, W) mask to one-pixel-wide, 8-connected curves (Guo & Hall, A1).
 
     The algorithm of scikit-image's ``skimage.morphology.thin`` and MATLAB's
-    ``bwmorph(mask, 'thin', inf)``, with the same result as scikit-image's (checked by the tests),
-    computed with array slicing over the mask's bounding box instead of a correlation over the
-    image, which is faster; the subiterations alternate until nothing changes.
+    ``bwmorph(mask, 'thin', inf)`` with the same result as scikit-image's (checked by the tests):
+    the two subiterations alternate, each deciding all its deletions on the image as it was at
+    its start, until a full iteration deletes nothing. A subiteration's decision at a pixel
+    depends on its 8-neighbourhood only, so a pixel that one table kept need not be examined by
+    that table again until a neighbour is deleted: each subiteration examines only such pending
+    pixels (at first the border, the foreground pixels with a background neighbour), and the work
+    is proportional to the mask's area instead of area × thickness.
     """
     mask = np.asarray(mask, bool)
     out = np.zeros(mask.shape, bool)
@@ -103,20 +124,45 @@ def thin(mask: np.ndarray) -> np.ndarray:
         return out
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))  # outside is background
     image = np.pad(mask[box], 1).astype(np.uint8)
-    h, w = image.shape[0] - 2, image.shape[1] - 2
-    centre = image[1:-1, 1:-1]
-    changed = True
-    while changed:
-        changed = False
-        for table in (_DELETE_FIRST, _DELETE_SECOND):
-            code = np.zeros((h, w), np.uint8)
-            for bit, (dy, dx) in enumerate(_NEIGHBOURS):
-                code |= image[dy : dy + h, dx : dx + w] << bit
-            delete = table[code] & (centre == 1)
-            if delete.any():
-                centre[delete] = 0
-                changed = True
-    out[box] = centre.astype(bool)
+    height, width = image.shape
+    flat = image.reshape(-1)
+    # code[q]: the 8-bit neighbourhood code of pixel q, kept up to date as pixels are deleted
+    code = np.zeros((height, width), np.uint8)
+    for bit, (dy, dx) in enumerate(_NEIGHBOURS):
+        code[1:-1, 1:-1] |= image[1 + dy : height - 1 + dy, 1 + dx : width - 1 + dx] << bit
+    code = code.reshape(-1)
+    offsets = [dy * width + dx for dy, dx in _NEIGHBOURS]
+    border = np.flatnonzero((flat == 1) & (code != 255))
+    # pending[t]: pixels whose neighbourhood changed since table t last kept them
+    pending = [border, border.copy()]
+    flags = [np.zeros(flat.size, bool), np.zeros(flat.size, bool)]
+    flags[0][border] = flags[1][border] = True
+    stamp = np.zeros(flat.size, np.int64)
+    t = 0
+    while pending[0].size or pending[1].size:
+        candidates = pending[t][flat[pending[t]] == 1]
+        flags[t][pending[t]] = False
+        pending[t] = candidates[:0]
+        gone = candidates[(_DELETE_FIRST, _DELETE_SECOND)[t][code[candidates]]]
+        if gone.size:
+            flat[gone] = 0
+            touched = []
+            for bit, offset in enumerate(offsets):
+                # q's neighbour in direction `bit` is q + offset; it loses the opposite bit
+                neighbour = gone + offset
+                code[neighbour] &= np.uint8(255 ^ (1 << ((bit + 4) % 8)))
+                touched.append(neighbour)
+            touched = np.concatenate(touched)
+            touched = touched[flat[touched] == 1]
+            for s in (0, 1):
+                new = touched[~flags[s][touched]]
+                order = np.arange(new.size)
+                stamp[new] = order
+                new = new[stamp[new] == order]  # drop repeats without sorting
+                flags[s][new] = True
+                pending[s] = np.concatenate([pending[s], new])
+        t = 1 - t
+    out[box] = image[1:-1, 1:-1].astype(bool)
     return out
 
 
@@ -125,15 +171,123 @@ def default_thresholds(count: int = 99) -> np.ndarray:
     return np.linspace(1.0 / (count + 1), count / (count + 1), count)
 
 
-def _matched(pairs: csr_matrix, rows: np.ndarray) -> int:
-    """Size of a maximum one-to-one matching between ``rows`` and all columns of ``pairs``."""
-    if rows.size == 0 or pairs.shape[1] == 0:
+def hed_thresholds() -> np.ndarray:
+    """SEISM's ``parameters/HED.txt``: 0.001, 0.01, 0.02, .., 0.99, 0.999 (101 thresholds)."""
+    return np.concatenate([[0.001], default_thresholds(99), [0.999]])
+
+
+def tolerance_pixels(shape: Sequence[int], max_dist: float) -> float:
+    """The matching radius in pixels: ``max_dist × sqrt(H² + W²)`` (BSDS ``correspondPixels``)."""
+    return float(max_dist) * math.hypot(int(shape[0]), int(shape[1]))
+
+
+def _pairs(first: np.ndarray, second: np.ndarray, radius: float) -> np.ndarray:
+    """``(k, 3)`` int64 rows ``(i, j, d²)`` of every pair with ``d² <= radius²``, as BSDS."""
+    if len(first) == 0 or len(second) == 0:
+        return np.zeros((0, 3), np.int64)
+    near = cKDTree(first).sparse_distance_matrix(
+        cKDTree(second), radius + 1e-6, output_type="ndarray"
+    )
+    i, j = near["i"].astype(np.int64), near["j"].astype(np.int64)
+    d2 = ((first[i] - second[j]) ** 2).sum(axis=1)
+    keep = d2 <= radius * radius
+    return np.stack([i[keep], j[keep], d2[keep]], axis=1)
+
+
+def _maximum_matching_size(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> int:
+    """Size of a maximum matching of the bipartite graph with edges ``(rows[k], cols[k])``.
+
+    A unit-capacity flow network source -> rows -> columns -> sink solved with Dinic's algorithm
+    (``scipy.sparse.csgraph.maximum_flow``): O(E √V) on unit networks. scipy's Hopcroft-Karp
+    (``maximum_bipartite_matching``) gives the same size but took up to 20 s on some 480x640
+    edge maps where the flow takes 15 ms (see ``benchmarks/edge_eval.py``).
+    """
+    if rows.size == 0:
         return 0
-    sub = pairs[rows]
-    if sub.nnz == 0:
-        return 0
-    match = maximum_bipartite_matching(sub, perm_type="column")
-    return int(np.count_nonzero(match >= 0))
+    n = n_rows + n_cols + 2
+    sink = n - 1
+    tail = np.concatenate([np.zeros(n_rows, np.int64), 1 + rows, 1 + n_rows + np.arange(n_cols)])
+    head = np.concatenate(
+        [1 + np.arange(n_rows), 1 + n_rows + cols, np.full(n_cols, sink, np.int64)]
+    )
+    graph = csr_matrix((np.ones(tail.size, np.int32), (tail, head)), shape=(n, n))
+    return int(maximum_flow(graph, 0, sink, method="dinic").flow_value)
+
+
+def correspond_pixels(
+    prediction: np.ndarray,
+    label: np.ndarray,
+    max_dist: float = 0.0075,
+    outlier_cost: float = OUTLIER_COST,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """One-to-one correspondence of two binary edge maps with BSDS's cost structure.
+
+    The assignment of BSDS's ``correspondPixels`` (Martin et al., TPAMI 2004; ``match.cc``): every
+    pixel of each map is either matched to a pixel of the other map at most
+    ``r = max_dist × diagonal`` away, at the integer cost ``rint(100 d)``, or left as an outlier
+    at the cost ``ceil(100 × outlier_cost × r)``; the total is minimised. It is solved exactly
+    with ``scipy.sparse.csgraph.min_weight_full_bipartite_matching`` on the graph
+    ``[pixels of the prediction, outlier slots of the label] × [pixels of the label, outlier
+    slots of the prediction]``: real pairs, each pixel to its own outlier slot, and each slot
+    pair ``(label j's slot, prediction i's slot)`` of an allowed pair ``(i, j)`` at no cost (so
+    the slots of matched pixels pair up). Each pixel can always be an outlier (BSDS draws 6 random
+    outlier links per pixel instead; see the module doc).
+
+    Args:
+        prediction: (H, W) binary map.
+        label: (H, W) binary map of the same shape.
+        max_dist: tolerance as a fraction of the image diagonal.
+        outlier_cost: cost of an unmatched pixel in tolerances (BSDS: 100).
+
+    Returns:
+        ``(match1, match2, cost)``: int64 (H, W) maps holding, for each matched pixel, ``1 +``
+        the flat (row-major) index of its partner in the other map and 0 elsewhere, and the
+        assignment's cost in pixels (outliers at ``outlier_cost × r``, pairs at their distance).
+
+    Example:
+        >>> import numpy as np
+        >>> a = np.zeros((10, 10), bool); a[5, 2:8] = True
+        >>> m1, m2, cost = correspond_pixels(np.roll(a, 1, axis=0), a, max_dist=0.1)
+        >>> int((m1 > 0).sum()), cost
+        (6, 6.0)
+    """
+    first, second = np.asarray(prediction, bool), np.asarray(label, bool)
+    if first.shape != second.shape or first.ndim != 2:
+        raise ValueError(
+            f"correspond_pixels expects two (H, W) maps of one shape, got {first.shape} and "
+            f"{second.shape}"
+        )
+    radius = tolerance_pixels(first.shape, max_dist)
+    p, g = np.argwhere(first), np.argwhere(second)
+    n1, n2 = len(p), len(g)
+    match1 = np.zeros(first.shape, np.int64)
+    match2 = np.zeros(first.shape, np.int64)
+    outlier = outlier_cost * radius
+    pairs = _pairs(p, g, radius)
+    if len(pairs) == 0:
+        return match1, match2, float(outlier * (n1 + n2))
+    i, j, d2 = pairs.T
+    w_pair = np.rint(np.sqrt(d2) * MULTIPLIER).astype(np.int64)
+    w_out = int(math.ceil(outlier * MULTIPLIER))
+    # Left: prediction pixels 0..n1-1, label outlier slots n1..n1+n2-1.
+    # Right: label pixels 0..n2-1, prediction outlier slots n2..n2+n1-1.
+    # Weights are shifted by +1 (scipy drops explicit zeros); every full matching has n1 + n2
+    # edges, so the shift does not change which assignment is optimal.
+    left = np.concatenate([i, np.arange(n1), n1 + np.arange(n2), n1 + j])
+    right = np.concatenate([j, n2 + np.arange(n1), np.arange(n2), n2 + i])
+    weight = np.concatenate(
+        [w_pair, np.full(n1, w_out), np.full(n2, w_out), np.zeros(len(i), np.int64)]
+    )
+    graph = csr_matrix((weight + 1, (left, right)), shape=(n1 + n2, n1 + n2))
+    rows, cols = min_weight_full_bipartite_matching(graph)
+    real = (rows < n1) & (cols < n2)
+    pi, gj = rows[real], cols[real]
+    width = first.shape[1]
+    match1[tuple(p[pi].T)] = 1 + g[gj, 0] * width + g[gj, 1]
+    match2[tuple(g[gj].T)] = 1 + p[pi, 0] * width + p[pi, 1]
+    distance = np.sqrt(((p[pi] - g[gj]) ** 2).sum(axis=1)).sum()
+    cost = float(distance + outlier * (n1 + n2 - 2 * len(pi)))
+    return match1, match2, cost
 
 
 def image_counts(
@@ -149,7 +303,7 @@ def image_counts(
         prediction: (H, W) edge probabilities in [0, 1].
         label: (H, W) binary edges (> 0.5 is an edge); pixels equal to 255 are ignored: they are
             neither true edges nor counted as predictions.
-        thresholds: increasing thresholds.
+        thresholds: increasing thresholds; a pixel is predicted at ``t`` when ``pred >= t``.
         max_dist: matching tolerance as a fraction of the image diagonal.
         apply_thinning: thin the binarised prediction (the protocol; off for already-thin maps).
     """
@@ -164,35 +318,43 @@ def image_counts(
             f"boundary counts expect a prediction and a label of the same (H, W) shape, got "
             f"{prediction.shape} and {label.shape}"
         )
+    thresholds = np.asarray(thresholds, np.float64)
     ignore = label == IGNORE_VALUE
     truth = (label > 0.5) & ~ignore
     prediction = np.where(ignore, 0.0, prediction)
-    radius = max_dist * float(np.hypot(*label.shape))
+    radius = tolerance_pixels(label.shape, max_dist)
 
     truth_points = np.argwhere(truth)
-    candidates = np.argwhere(prediction >= thresholds.min())
-    index = np.full(label.shape, -1, np.int64)
-    index[tuple(candidates.T)] = np.arange(len(candidates))
-    if len(candidates) and len(truth_points):
-        near = cKDTree(candidates).sparse_distance_matrix(
-            cKDTree(truth_points), radius, output_type="ndarray"
-        )
-        pairs = csr_matrix(
-            (np.ones(len(near), np.int8), (near["i"], near["j"])),
-            shape=(len(candidates), len(truth_points)),
-        )
-    else:
-        pairs = csr_matrix((len(candidates), len(truth_points)), dtype=np.int8)
-
     counts = np.zeros((len(thresholds), 4), np.int64)
     counts[:, 1] = len(truth_points)
-    for k, t in enumerate(thresholds):
-        edges = prediction >= t
-        if apply_thinning and edges.any():
-            edges = thin(edges)
-        rows = index[edges]
-        matched = _matched(pairs, rows)
-        counts[k, 0], counts[k, 2], counts[k, 3] = matched, matched, rows.size
+    if len(thresholds) == 0:
+        return counts
+    # A candidate farther than the tolerance from every true pixel can never match.
+    if len(truth_points):
+        squared = ndimage.distance_transform_edt(~truth) ** 2
+        reachable = np.rint(squared) <= radius * radius
+    else:
+        reachable = np.zeros(label.shape, bool)
+    candidates = np.argwhere(reachable & (prediction >= thresholds.min()))
+    index = np.full(label.shape, -1, np.int64)
+    index[tuple(candidates.T)] = np.arange(len(candidates))
+    near = _pairs(candidates, truth_points, radius)
+    pairs = csr_matrix(
+        (np.ones(len(near), np.int8), (near[:, 0], near[:, 1])),
+        shape=(len(candidates), len(truth_points)),
+    )
+
+    previous_size, previous = -1, None
+    for k in np.argsort(thresholds, kind="stable"):
+        mask = prediction >= thresholds[k]
+        size = int(np.count_nonzero(mask))
+        if size != previous_size:  # nested masks of equal size are equal
+            edges = thin(mask) if apply_thinning and size else mask
+            rows = index[edges & reachable]
+            sub = pairs[rows].tocoo()
+            matched = _maximum_matching_size(sub.row, sub.col, len(rows), len(truth_points))
+            previous_size, previous = size, (matched, int(np.count_nonzero(edges)))
+        counts[k, 0], counts[k, 2], counts[k, 3] = previous[0], previous[0], previous[1]
     return counts
 
 
