@@ -1,8 +1,8 @@
 """Evaluation as the survey does it, and comparison tables of runs.
 
-* `mtl_keras.evaluation.protocol`: scoring at the original resolution with pooled metrics
-  (`evaluate`, `evaluate_to_file`, `SurveyEvaluator`) and PNG grids of predictions
-  (`prediction_grid`).
+* `mtl_keras.evaluation.protocol`: scoring at the original resolution under a named protocol
+  (``survey`` or ``invpt``, `PROTOCOLS`) with pooled metrics (`evaluate`, `evaluate_to_file`,
+  `ProtocolEvaluator`) and PNG grids of predictions (`prediction_grid`).
 * `mtl_keras.evaluation.compare`: the Markdown table of runs with each task's metric, params,
   FLOPs and Δ_MTL, a PNG bar chart of Δ_MTL and per-task PNG grids of every run's predictions
   (``compare.compare``, ``compare.prediction_grids``; ``mtl-keras compare`` through
@@ -13,20 +13,26 @@
 from mtl_keras.evaluation import compare
 from mtl_keras.evaluation.compare import delta_chart, read_run
 from mtl_keras.evaluation.protocol import (
-    PROTOCOL_PRIMARY,
+    PROTOCOLS,
+    Protocol,
+    ProtocolEvaluator,
     SurveyEvaluator,
     evaluate,
     evaluate_to_file,
+    get_protocol,
     prediction_grid,
 )
 
 __all__ = [
-    "PROTOCOL_PRIMARY",
+    "PROTOCOLS",
+    "Protocol",
+    "ProtocolEvaluator",
     "SurveyEvaluator",
     "compare",
     "delta_chart",
     "evaluate",
     "evaluate_to_file",
+    "get_protocol",
     "prediction_grid",
     "read_run",
 ]

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from mtl_keras.evaluation.protocol import PROTOCOL_PRIMARY
+from mtl_keras.evaluation.protocol import PROTOCOLS, get_protocol
 
 RESULT_FILES = ("results.json", "eval.json", "protocol.json")
 #: Metric keys shown as percentages (fractions in [0, 1]).
@@ -54,6 +54,7 @@ class RunResult:
     params: int | None = None
     flops: int | None = None
     trivial: dict[str, float] = dataclasses.field(default_factory=dict)
+    protocol: str | None = None
 
 
 def _load_json(path: Path) -> dict:
@@ -102,7 +103,7 @@ def read_run(path: str | os.PathLike) -> RunResult:
         raise FileNotFoundError(f"{path} does not exist; pass run folders or result JSON files.")
     metrics: dict[str, float] = {}
     trivial: dict[str, float] = {}
-    params = flops = None
+    params = flops = protocol = None
     name = path.stem if path.is_file() else path.name
     for file in files:
         content = _load_json(file)
@@ -117,6 +118,8 @@ def read_run(path: str | os.PathLike) -> RunResult:
         params = _complexity(content, "params") or params
         flops = _complexity(content, "flops") or flops
         name = str(content.get("task") or name)
+        if isinstance(content.get("protocol"), dict) and content["protocol"].get("name"):
+            protocol = str(content["protocol"]["name"])
     recipe_file = folder / "recipe.json"
     tasks = ()
     if path.is_dir() and recipe_file.is_file():
@@ -124,7 +127,7 @@ def read_run(path: str | os.PathLike) -> RunResult:
         tasks = tuple(recipe.get("tasks") or ())
         name = str(recipe.get("name") or name)
     tasks = tasks or _tasks_from_metrics(metrics)
-    return RunResult(name, str(path), tasks, metrics, params, flops, trivial)
+    return RunResult(name, str(path), tasks, metrics, params, flops, trivial, protocol)
 
 
 def trivial_run(runs: Sequence[RunResult], name: str = "trivial (constant)") -> RunResult | None:
@@ -160,11 +163,12 @@ def primary_metrics(
         spec = get(task)
         directions = dict(spec.higher_is_better)
         key = spec.primary_metric
-        protocol = PROTOCOL_PRIMARY.get(task)
-        if protocol:
-            directions.setdefault(*protocol)
-            if any(f"{task}_{protocol[0]}" in run.metrics for run in runs):
-                key = protocol[0]
+        for name in dict.fromkeys([*(run.protocol for run in runs if run.protocol), *PROTOCOLS]):
+            # the primary metric under the runs' protocol, where the runs report it
+            candidate, _ = spec.evaluation_primary(get_protocol(name))
+            if any(spec.metric_id(candidate) in run.metrics for run in runs):
+                key = candidate
+                break
         key = overrides.get(task, key)
         if key not in directions:
             raise ValueError(f"task {task!r} has no metric {key!r}; valid: {', '.join(directions)}")

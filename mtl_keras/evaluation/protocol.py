@@ -1,53 +1,155 @@
-"""Survey-style evaluation at the original resolution, and PNG grids of predictions.
+"""Named evaluation protocols at the original resolution, and PNG grids of predictions.
 
-The protocol of Vandenhende et al. ("Multi-Task Learning for Dense Prediction Tasks: A Survey",
-TPAMI 2022; ``evaluation/`` of their code): each image is resized to the network's input size,
-the raw predictions are resized back (bilinearly) to the image's original size, activated, and
-scored against the original labels, with every metric pooled over the dataset:
+A protocol fixes every choice that moves a reported number, so that a score is comparable with a
+paper's by construction. Two are defined (`PROTOCOLS`), and the chosen one is recorded in every
+results file (``"protocol": {"name": ...}``):
 
-* ``semseg``: mIoU over the confusion matrix of the set (`mtl_keras.metrics.MeanIoU`);
-* ``human_parts``: the same, on images that contain people only (images whose label is all 255
-  are skipped; ``human_parts_images`` counts the others);
-* ``depth``: RMSE (and abs-rel, log-RMSE) over all valid pixels of the set;
-* ``normals``: mean (median, RMSE, % within 11.25°/22.5°/30°) angle over valid pixels;
-* ``saliency``: maxF over 15 thresholds 0.2 .. 0.9 with a configurable β² (1 as the survey's
-  code, 0.3 as the saliency literature) and the max mean IoU;
-* ``edges``: odsF, oisF and AP of the BSDS/SEISM protocol (`mtl_keras.metrics.boundary`), with
-  the tolerance ``edge_max_dist`` (0.0075 for PASCAL-Context, 0.011 for NYUD-v2).
+* ``survey``: the code of Vandenhende et al. ("Multi-Task Learning for Dense Prediction Tasks: A
+  Survey", TPAMI 2022; ``evaluation/`` and ``save_model_predictions``);
+* ``invpt``: the 2022+ convention of InvPT (Ye & Xu, ECCV 2022), TaskPrompter (ICLR 2023) and
+  MLoRE (CVPR 2024), which inherit the survey's evaluation code through ATRC but report
+  saliency maxF, use SEISM's HED thresholds and a 0.011 edge tolerance on NYUD-v2.
 
-With ``quantize=True`` (default) normals, saliency and edge predictions go through 8 bits first,
-as the survey saves them as PNG files before scoring ((n + 1) · 255 / 2 and p · 255, rounded).
+Both follow the reference's order of operations (``save_model_predictions``): each image is
+resized to the network's input size, the raw outputs are **activated at the network's output**
+(`TaskSpec.activate`), encoded as the task stores them (`TaskSpec.saved`: class map of the
+argmax, ``255 · p``, ``(n̂ + 1) · 255 / 2``), **resized to the label's resolution** (cv2's nearest
+for class maps, bilinear for the rest), **truncated to 8 bits** (``astype(np.uint8)``) where the
+task is saved as PNG, read back, and scored against the original labels with the task's protocol
+metrics (`TaskSpec.protocol_metrics`), pooled over the dataset:
+
+===================  ===============================  ===============================
+choice               ``survey``                       ``invpt``
+===================  ===============================  ===============================
+saliency primary     mIoU (``validate_results``)      maxF
+saliency binarised   ``pred > t``, 15 in [0.2, 0.9]   same
+mIoU, absent class   IoU 0 in the mean                same
+edge thresholds      99: 0.01 .. 0.99                 101: SEISM ``HED.txt``
+edge odsF            best threshold (``general_ods``, no interpolation)
+edge tolerance       0.0075                           0.011 NYUD-v2, 0.0075 PASCAL
+===================  ===============================  ===============================
+
 Metric ids are ``<task>_<key>`` (e.g. ``edges_ods_f``), ready for `mtl_keras.metrics.delta_mtl`
-and `mtl_keras.evaluation.compare`.
+and `mtl_keras.evaluation.compare`; each task's primary metric under the protocol is
+`TaskSpec.evaluation_primary`. Nothing here depends on a task's name.
 
 Example:
     >>> from mtl_keras.data.real import load_examples  # doctest: +SKIP
     >>> scores = evaluate(network, load_examples("nyud", "val"), specs,  # doctest: +SKIP
-    ...                   image_size=(480, 640), edge_max_dist=0.011)
+    ...                   image_size=(480, 640), protocol="invpt", dataset="nyud")
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from mtl_keras.metrics.boundary import default_thresholds, hed_thresholds
 from mtl_keras.tasks import TaskSpec
 
-#: ``{task: (metric key, higher is better)}`` of the protocol's metrics that replace a task's
-#: streaming primary metric in tables and Δ_MTL (the survey scores edges by odsF).
-PROTOCOL_PRIMARY = {"edges": ("ods_f", True)}
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """The choices of one evaluation protocol (see the module doc).
+
+    Attributes:
+        name: the protocol's name, recorded in results files.
+        saliency_primary: saliency metric key used in Δ_MTL and model selection.
+        saliency_thresholds: number of saliency thresholds over [0.2, 0.9].
+        saliency_strict: binarise saliency with ``pred > t``.
+        miou_absent: ``"zero"`` (a class absent from labels and predictions counts as IoU 0) or
+            ``"skip"``.
+        edge_thresholds: the edge benchmark's thresholds.
+        edge_interpolate: interpolate P and R between thresholds for odsF.
+        edge_max_dist: ``{dataset: tolerance}`` as a fraction of the diagonal; key ``None`` is the
+            default for other datasets.
+    """
+
+    name: str
+    saliency_primary: str
+    saliency_thresholds: int = 15
+    saliency_strict: bool = True
+    miou_absent: str = "zero"
+    edge_thresholds: tuple[float, ...] = tuple(default_thresholds(99))
+    edge_interpolate: bool = False
+    edge_max_dist: Mapping[str | None, float] = dataclasses.field(
+        default_factory=lambda: {None: 0.0075}
+    )
+
+    def for_dataset(self, dataset: str | None = None, **overrides) -> ResolvedProtocol:
+        """This protocol with the edge tolerance of ``dataset`` (and explicit overrides)."""
+        key = dataset if dataset in self.edge_max_dist else None
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["edge_max_dist"] = float(self.edge_max_dist[key])
+        fields.update(overrides)
+        return ResolvedProtocol(dataset=dataset, **fields)
 
 
-def _quantize_unit(x: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0) / 255.0
+@dataclasses.dataclass(frozen=True)
+class ResolvedProtocol:
+    """A `Protocol` bound to a dataset: the object task specs' ``protocol_metrics`` receive."""
+
+    name: str
+    saliency_primary: str
+    saliency_thresholds: int
+    saliency_strict: bool
+    miou_absent: str
+    edge_thresholds: tuple[float, ...]
+    edge_interpolate: bool
+    edge_max_dist: float
+    dataset: str | None = None
+
+    def record(self) -> dict:
+        """JSON-ready description, stored under ``"protocol"`` in results files."""
+        out = dataclasses.asdict(self)
+        out["edge_thresholds"] = len(self.edge_thresholds)
+        return out
 
 
-def _quantize_normals(n: np.ndarray) -> np.ndarray:
-    n = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
-    return 2.0 * np.round((n + 1.0) * 255.0 / 2.0) / 255.0 - 1.0
+PROTOCOLS: dict[str, Protocol] = {
+    "survey": Protocol(name="survey", saliency_primary="miou"),
+    "invpt": Protocol(
+        name="invpt",
+        saliency_primary="max_f",
+        edge_thresholds=tuple(hed_thresholds()),
+        edge_max_dist={None: 0.0075, "nyud": 0.011, "pascal": 0.0075},
+    ),
+}
+
+
+def get_protocol(name: str | Protocol, dataset: str | None = None, **overrides) -> ResolvedProtocol:
+    """The protocol ``name`` (``"survey"`` or ``"invpt"``) bound to ``dataset``."""
+    if isinstance(name, ResolvedProtocol):
+        return dataclasses.replace(name, **overrides)
+    if isinstance(name, Protocol):
+        return name.for_dataset(dataset, **overrides)
+    if name not in PROTOCOLS:
+        raise ValueError(
+            f"unknown evaluation protocol {name!r}; valid protocols: {', '.join(PROTOCOLS)}"
+        )
+    return PROTOCOLS[name].for_dataset(dataset, **overrides)
+
+
+def resize_nearest(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """cv2's ``INTER_NEAREST`` resize of an (H, W, C) array: source index ``floor(i · in / out)``.
+
+    (Not the half-pixel rounding of ``tf.image.resize``, which picks other pixels.)
+    """
+    array = np.asarray(array)
+    h, w = array.shape[:2]
+    rows = np.minimum(np.floor(np.arange(size[0]) * (h / size[0])).astype(np.int64), h - 1)
+    cols = np.minimum(np.floor(np.arange(size[1]) * (w / size[1])).astype(np.int64), w - 1)
+    return array[rows][:, cols]
+
+
+def resize_bilinear(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """cv2's ``INTER_LINEAR`` resize (half-pixel centres, no antialiasing) of (H, W, C)."""
+    out = tf.image.resize(tf.convert_to_tensor(np.asarray(array, np.float32)), size, "bilinear")
+    return np.asarray(out)
 
 
 def _numpy_example(example) -> dict:
@@ -58,18 +160,34 @@ def _numpy_example(example) -> dict:
     return out
 
 
-class SurveyEvaluator:
-    """Streams examples through a network and scores them with the survey's protocol.
+def store_prediction(spec: TaskSpec, activated: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """One task's activated prediction as its protocol reads it back from disk, at ``size``.
+
+    ``encode`` at the network's output, resize (nearest or bilinear), truncate to uint8 when
+    the task is saved as PNG, ``decode`` (see `mtl_keras.tasks.SavedPrediction`).
+    """
+    saved = spec.saved_prediction()
+    stored = np.asarray(saved.encode(np.asarray(activated)), np.float32)
+    if saved.interpolation == "nearest":
+        stored = resize_nearest(stored, size)
+    else:
+        stored = resize_bilinear(stored, size)
+    if saved.quantize:
+        stored = np.clip(stored, 0.0, 255.0).astype(np.uint8)  # imwrite(x.astype(np.uint8))
+    return saved.decode(stored)
+
+
+class ProtocolEvaluator:
+    """Streams examples through a network and scores them under a named protocol.
 
     Args:
         network: a Keras model mapping an image batch (B, H, W, 3) to ``{task: raw output}``.
         specs: ``{task: TaskSpec}`` of the tasks to score.
         image_size: the network's input ``(height, width)``.
-        saliency_beta2: β² of the saliency F-measure.
-        saliency_thresholds: thresholds count of saliency maxF (0.2 .. 0.9).
-        edge_max_dist: edge matching tolerance, a fraction of the image diagonal.
-        edge_thresholds: thresholds count of the edge benchmark (0.01 .. 0.99 for 99).
-        quantize: pass normals, saliency and edge predictions through 8 bits, as the survey.
+        protocol: ``"survey"``, ``"invpt"``, or a `Protocol`.
+        dataset: ``"nyud"``, ``"pascal"``, ... (selects the edge tolerance), or None.
+        **overrides: `ResolvedProtocol` fields to override (e.g. ``edge_max_dist=0.011``); the
+            record in the results file shows them.
     """
 
     def __init__(
@@ -78,58 +196,39 @@ class SurveyEvaluator:
         specs: Mapping[str, TaskSpec],
         *,
         image_size: Sequence[int],
-        saliency_beta2: float = 1.0,
-        saliency_thresholds: int = 15,
-        edge_max_dist: float = 0.0075,
-        edge_thresholds: int = 99,
-        quantize: bool = True,
+        protocol: str | Protocol = "survey",
+        dataset: str | None = None,
+        **overrides,
     ):
-        from mtl_keras.metrics import SaliencyMaxF
-        from mtl_keras.metrics.boundary import BoundaryFMeasure
-
         self.specs = dict(specs)
         self.image_size = tuple(int(v) for v in image_size)
-        self.quantize = quantize
-        self.settings = {
-            "saliency_beta2": float(saliency_beta2),
-            "saliency_thresholds": int(saliency_thresholds),
-            "edge_max_dist": float(edge_max_dist),
-            "edge_thresholds": int(edge_thresholds),
-            "quantize": bool(quantize),
-            "image_size": list(self.image_size),
-        }
-        self.metrics = {}
-        for task, spec in self.specs.items():
-            if task == "edges":
-                self.metrics[task] = [BoundaryFMeasure(edge_max_dist, edge_thresholds)]
-            elif task == "saliency":
-                self.metrics[task] = [
-                    SaliencyMaxF(saliency_thresholds, beta2=saliency_beta2, name="saliency_maxf")
-                ]
-            else:
-                self.metrics[task] = spec.metrics()
+        self.protocol = get_protocol(protocol, dataset, **overrides)
+        self.settings = {**self.protocol.record(), "image_size": list(self.image_size)}
+        self.metrics = {t: spec.evaluation_metrics(self.protocol) for t, spec in self.specs.items()}
         self.images = 0
-        self.part_images = 0
+        self.scored = dict.fromkeys(self.specs, 0)
         self._predict = tf.function(
             lambda x: network(x, training=False),
             input_signature=[tf.TensorSpec((1, *self.image_size, 3), tf.float32)],
         )
 
     def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """Activated predictions ``{task: (H, W, C)}`` at the image's own size."""
+        """Predictions ``{task: (H, W, C)}`` at the image's own size, as the protocol reads them."""
         image = np.asarray(image)
         size = image.shape[:2]
         x = tf.image.resize(tf.cast(image[None], tf.float32), self.image_size, "bilinear")
         raw = self._predict(x)
+        return {
+            task: store_prediction(spec, np.asarray(spec.activate(raw[task]))[0], size)
+            for task, spec in self.specs.items()
+        }
+
+    def primary(self) -> dict[str, bool]:
+        """``{metric_id: higher_is_better}`` of each task's primary metric under the protocol."""
         out = {}
-        for task, spec in self.specs.items():
-            back = tf.image.resize(tf.cast(raw[task], tf.float32), size, "bilinear")
-            pred = np.asarray(spec.activate(back))[0]
-            if self.quantize and task == "normals":
-                pred = _quantize_normals(pred)
-            elif self.quantize and task in ("saliency", "edges"):
-                pred = _quantize_unit(pred)
-            out[task] = pred
+        for spec in self.specs.values():
+            key, higher = spec.evaluation_primary(self.protocol)
+            out[spec.metric_id(key)] = higher
         return out
 
     def update(self, example: Mapping) -> None:
@@ -138,16 +237,12 @@ class SurveyEvaluator:
         predictions = self.predict(example["image"])
         self.images += 1
         for task, metrics in self.metrics.items():
-            label, pred = np.asarray(example[task]), predictions[task]
-            if task == "human_parts":
-                if np.all(label == 255):
-                    continue
-                self.part_images += 1
+            spec, label, pred = self.specs[task], np.asarray(example[task]), predictions[task]
+            if spec.score_labelled_only and np.all(label == spec.ignore_value):
+                continue
+            self.scored[task] += 1
             for metric in metrics:
-                if task == "edges":
-                    metric.update(pred[..., 0], label[..., 0])
-                else:
-                    metric.update_state(label[None], pred[None])
+                metric.update_state(label[None], pred[None])
 
     def result(self) -> dict[str, float]:
         """``{"<task>_<key>": value}`` over all examples seen."""
@@ -159,11 +254,16 @@ class SurveyEvaluator:
         return scores
 
     def counts(self) -> dict[str, int]:
-        """How many images were scored, and how many of them for ``human_parts``."""
+        """How many images were seen, and ``<task>_images`` for tasks that skip unlabelled ones."""
         counts = {"images": self.images}
-        if "human_parts" in self.specs:
-            counts["human_parts_images"] = self.part_images
+        for task, spec in self.specs.items():
+            if spec.score_labelled_only:
+                counts[f"{task}_images"] = self.scored[task]
         return counts
+
+
+#: The former name of `ProtocolEvaluator` (its default protocol is the survey's).
+SurveyEvaluator = ProtocolEvaluator
 
 
 def evaluate(
@@ -184,7 +284,8 @@ def evaluate(
         specs: ``{task: TaskSpec}`` of the tasks to score.
         image_size: the network's input ``(height, width)``.
         max_examples: stop after this many examples (None: all).
-        **options: `SurveyEvaluator` options (``saliency_beta2``, ``edge_max_dist``, ...).
+        **options: `ProtocolEvaluator` options (``protocol``, ``dataset``, overrides such as
+            ``edge_max_dist``).
 
     Returns:
         ``{"<task>_<key>": value}``.
@@ -192,8 +293,8 @@ def evaluate(
     return _run(network, examples, specs, image_size, max_examples, options).result()
 
 
-def _run(network, examples, specs, image_size, max_examples, options) -> SurveyEvaluator:
-    evaluator = SurveyEvaluator(network, specs, image_size=image_size, **options)
+def _run(network, examples, specs, image_size, max_examples, options) -> ProtocolEvaluator:
+    evaluator = ProtocolEvaluator(network, specs, image_size=image_size, **options)
     for i, example in enumerate(examples):
         if max_examples is not None and i >= max_examples:
             break
@@ -213,11 +314,12 @@ def evaluate_to_file(
     max_examples: int | None = None,
     **options,
 ) -> dict:
-    """`evaluate`, then write ``path`` (``protocol.json``) with params, FLOPs and Δ_MTL.
+    """`evaluate`, then write ``path`` (``protocol.json``) with params, FLOPs, Δ_MTL and the
+    protocol's record (its name and every choice) under ``"protocol"``.
 
     The file has the format of `mtl_keras.metrics.write_results`, read by
     `mtl_keras.evaluation.compare`. Δ_MTL is added when ``baselines`` (single-task result files
-    or a ``{metric_id: value}`` mapping) covers every task's protocol metric.
+    or a ``{metric_id: value}`` mapping) covers every task's primary metric under the protocol.
     """
     from mtl_keras.metrics import (
         count_flops,
@@ -237,13 +339,7 @@ def evaluate_to_file(
     }
     if baselines is not None:
         base = baselines if isinstance(baselines, Mapping) else load_baselines(baselines)
-        directions = {}
-        for task, spec in specs.items():
-            key, higher = PROTOCOL_PRIMARY.get(
-                task, (spec.primary_metric, spec.higher_is_better[spec.primary_metric])
-            )
-            directions[spec.metric_id(key)] = higher
-        extra["delta_mtl"] = delta_mtl(scores, base, directions)
+        extra["delta_mtl"] = delta_mtl(scores, base, evaluator.primary())
     write_results(path, name, scores, **extra)
     return {"metrics": scores, **extra}
 

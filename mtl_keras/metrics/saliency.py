@@ -22,8 +22,8 @@ class SaliencyMaxF(keras.metrics.Metric):
     The protocol of the survey's code (Vandenhende et al., "Multi-Task Learning for Dense Prediction
     Tasks: A Survey", TPAMI 2022, after Maninis et al., "Attentive Single-Tasking of Multiple
     Tasks", CVPR 2019). For each image and each threshold t (by default ``linspace(0.2, 0.9, 15)``),
-    the prediction is binarised as ``pred >= t`` and the label as ``label > 0.5``; over the image's
-    valid pixels (label ≠ 255):
+    the prediction is binarised as ``pred >= t`` (``strict=True``: ``pred > t``, as the survey's
+    ``eval_sal``) and the label as ``label > 0.5``; over the image's valid pixels (label ≠ 255):
 
         P = TP / (TP + FP + 1e-12),  R = TP / (TP + FN + 1e-12),
         IoU = TP / (TP + FP + FN), or 1 when the image has neither true nor predicted positives.
@@ -43,6 +43,7 @@ class SaliencyMaxF(keras.metrics.Metric):
         thresholds: number of thresholds evenly spaced over [0.2, 0.9], or explicit thresholds.
         beta2: β² of the F-measure.
         name: metric name.
+        strict: binarise with ``pred > t`` (the survey's ``eval_sal``) instead of ``pred >= t``.
         dtype: Keras dtype policy of the metric; the state is float64, results are float32.
 
     Example:
@@ -59,8 +60,10 @@ class SaliencyMaxF(keras.metrics.Metric):
         beta2: float = 1.0,
         name: str = "saliency",
         dtype: Any = None,
+        strict: bool = False,
     ):
         super().__init__(name=name, dtype=dtype)
+        self.strict = bool(strict)
         if isinstance(thresholds, (int, np.integer)):
             if thresholds < 1:
                 raise ValueError(f"SaliencyMaxF expects thresholds >= 1, got {thresholds}.")
@@ -102,10 +105,13 @@ class SaliencyMaxF(keras.metrics.Metric):
         valid = gt != IGNORE_VALUE
         positive = tf.cast((gt > 0.5) & valid, tf.float64)
         negative = tf.cast((gt <= 0.5) & valid, tf.float64)
-        # Bucket b = number of thresholds <= pred, so pred >= threshold[j] exactly when b > j.
+        # Bucket b = number of thresholds <= pred (< pred when strict), so pred >= threshold[j]
+        # (pred > threshold[j]) exactly when b > j.
         t = len(self._values)
         bucket = tf.searchsorted(
-            tf.constant(self._values)[None], tf.reshape(pred, [1, -1]), side="right"
+            tf.constant(self._values)[None],
+            tf.reshape(pred, [1, -1]),
+            side="left" if self.strict else "right",
         )
         image = tf.repeat(tf.range(batch), tf.shape(pred)[1])
         segment = image * (t + 1) + tf.reshape(bucket, [-1])
@@ -147,4 +153,9 @@ class SaliencyMaxF(keras.metrics.Metric):
         }
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "thresholds": self.thresholds, "beta2": self.beta2}
+        return {
+            **super().get_config(),
+            "thresholds": self.thresholds,
+            "beta2": self.beta2,
+            "strict": self.strict,
+        }

@@ -41,10 +41,12 @@ class MeanIoU(keras.metrics.Metric):
     set (not averaged per image), as in the evaluation code of Vandenhende et al., "Multi-Task
     Learning for Dense Prediction Tasks: A Survey", TPAMI 2022. ``miou`` is the mean of IoU_c over
     the classes that occur in the labels or the predictions (TP + FP + FN > 0); a class absent from
-    both has no defined IoU and is left out of the mean (the ``nanmean`` convention of most code).
-    Once every class has appeared, as on a full test set, this equals the survey's mean over all
-    classes. ``pixel_acc`` is Σ_c TP_c / N_valid. Both are fractions in [0, 1]; with no valid pixel
-    both are 0.
+    both has no defined IoU and is left out of the mean (``absent="skip"``, the ``nanmean``
+    convention of most code). The survey's ``eval_semseg`` divides by ``max(TP + FP + FN, 1e-8)``
+    and averages over *all* classes, so an absent class counts as IoU 0 (``absent="zero"``, its
+    evaluation protocol). Once every class has appeared, as on a full test set, both agree.
+    ``pixel_acc`` is Σ_c TP_c / N_valid. Both are fractions in [0, 1]; with no valid pixel both
+    are 0.
 
     Pixels whose label equals ``ignore_index`` or lies outside ``[0, num_classes)`` are skipped.
     State: a float64 ``(num_classes, num_classes)`` confusion matrix (rows: label, columns:
@@ -53,6 +55,8 @@ class MeanIoU(keras.metrics.Metric):
     Args:
         num_classes: number of classes C.
         ignore_index: label value to skip (255 by the library's convention).
+        absent: ``"skip"`` leaves classes absent from labels and predictions out of the mean;
+            ``"zero"`` counts them as IoU 0 (the survey's ``eval_semseg``).
         name: metric name.
         dtype: Keras dtype policy of the metric; the state is float64, results are float32.
 
@@ -67,9 +71,17 @@ class MeanIoU(keras.metrics.Metric):
     """
 
     def __init__(
-        self, num_classes: int, ignore_index: int = 255, name: str = "miou", dtype: Any = None
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        name: str = "miou",
+        dtype: Any = None,
+        absent: str = "skip",
     ):
         super().__init__(name=name, dtype=dtype)
+        if absent not in ("skip", "zero"):
+            raise ValueError(f"MeanIoU absent must be 'skip' or 'zero', got {absent!r}.")
+        self.absent = absent
         if int(num_classes) != num_classes or num_classes < 1:
             raise ValueError(
                 f"MeanIoU expects num_classes to be a positive integer, got {num_classes!r}."
@@ -116,6 +128,8 @@ class MeanIoU(keras.metrics.Metric):
         tp = tf.linalg.diag_part(cm)
         union = tf.reduce_sum(cm, axis=0) + tf.reduce_sum(cm, axis=1) - tp
         present = union > 0
+        if self.absent == "zero":
+            present = tf.ones_like(present)
         iou = tf.math.divide_no_nan(tp, union)
         n_present = tf.reduce_sum(tf.cast(present, tf.float64))
         miou = tf.math.divide_no_nan(tf.reduce_sum(tf.where(present, iou, 0.0)), n_present)
@@ -127,4 +141,5 @@ class MeanIoU(keras.metrics.Metric):
             **super().get_config(),
             "num_classes": self.num_classes,
             "ignore_index": self.ignore_index,
+            "absent": self.absent,
         }

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras.tasks import losses
-from mtl_keras.tasks.base import TaskSpec
+from mtl_keras.tasks.base import LabelGeometry, SavedPrediction, TaskSpec
 
 
 def palette(n: int) -> np.ndarray:
@@ -64,8 +64,33 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
+def _one_hot(num_classes: int):
+    def decode(stored: np.ndarray) -> np.ndarray:
+        ids = np.clip(np.asarray(stored)[..., 0].astype(np.int64), 0, num_classes - 1)
+        return np.eye(num_classes, dtype=np.float32)[ids]
+
+    return decode
+
+
+def _argmax_map(scores: np.ndarray) -> np.ndarray:
+    return np.argmax(np.asarray(scores), axis=-1)[..., None].astype(np.float32)
+
+
+#: A probability map saved as ``255 · p`` in an 8-bit PNG (the survey's edges and saliency).
+UNIT_PNG = SavedPrediction(
+    encode=lambda p: np.asarray(p, np.float32) * 255.0,
+    interpolation="bilinear",
+    quantize=True,
+    decode=lambda x: np.asarray(x, np.float32) / 255.0,
+)
+
+
 def classification_task(
-    name: str, num_classes: int, class_names: tuple[str, ...] | None, ignore_value: int = 255
+    name: str,
+    num_classes: int,
+    class_names: tuple[str, ...] | None,
+    ignore_value: int = 255,
+    score_labelled_only: bool = False,
 ) -> TaskSpec:
     """A per-pixel classification task: softmax cross-entropy, mIoU, class map + probabilities."""
     from mtl_keras.metrics import MeanIoU
@@ -78,6 +103,8 @@ def classification_task(
         )
 
     def baseline(labels: np.ndarray) -> np.ndarray:
+        # The majority class is the best constant under mIoU: a constant class c scores
+        # IoU_c = freq_c (every other IoU is 0), so mIoU = freq_c / C, largest for the majority.
         ids = labels[labels != ignore_value].astype(np.int64)
         freq = np.bincount(ids, minlength=num_classes)[:num_classes].astype(np.float64)
         return np.log(freq / max(freq.sum(), 1.0) + 1e-6).astype(np.float32)
@@ -106,16 +133,44 @@ def classification_task(
         colorize=lambda a: colorize_classes(a, num_classes, ignore_value),
         num_classes=num_classes,
         class_names=class_names,
+        geometry=LabelGeometry(resample="nearest", fill=float(ignore_value)),
+        feature="png8",
+        saved=SavedPrediction(
+            encode=_argmax_map, interpolation="nearest", quantize=True, decode=_one_hot(num_classes)
+        ),
+        protocol_metrics=lambda protocol: [
+            MeanIoU(
+                num_classes,
+                ignore_index=ignore_value,
+                name=f"{name}_iou",
+                absent=protocol.miou_absent,
+            )
+        ],
+        score_labelled_only=score_labelled_only,
     )
 
 
-def binary_task(name: str, *, pos_weight: float | None, metrics, higher_is_better, primary: str):
-    """A per-pixel binary task predicted as one logit, activated by a sigmoid."""
+def binary_task(
+    name: str,
+    *,
+    pos_weight: float | None,
+    metrics,
+    higher_is_better,
+    primary: str,
+    protocol_metrics=None,
+    protocol_primary=None,
+):
+    """A per-pixel binary task predicted as one logit, activated by a sigmoid.
+
+    The trivial baseline predicts every pixel positive (probability 1 - 1e-4, above every
+    threshold): under a thresholded F-measure or IoU a constant either marks every pixel positive
+    or none, and none scores 0 (no true positive), so "all positive" is the best constant under
+    each of these metrics. (The positive rate, the best constant under the loss, lies below most
+    thresholds and scored 0.)
+    """
 
     def baseline(labels: np.ndarray) -> np.ndarray:
-        valid = labels != 255
-        rate = float((labels[valid] > 0.5).mean()) if valid.any() else 0.5
-        return np.array([_logit(rate)], np.float32)
+        return np.array([_logit(1.0)], np.float32)
 
     return TaskSpec(
         name=name,
@@ -132,4 +187,9 @@ def binary_task(name: str, *, pos_weight: float | None, metrics, higher_is_bette
         ignore_value=255,
         baseline=baseline,
         colorize=colorize_unit,
+        geometry=LabelGeometry(resample="nearest", fill=255.0),
+        feature="float32",
+        saved=UNIT_PNG,
+        protocol_metrics=protocol_metrics,
+        protocol_primary=protocol_primary,
     )

@@ -3,8 +3,10 @@
 A task is described by a frozen dataclass holding its output channels, its loss, its streaming
 metrics with the direction in which each is better, its label encoding and ignore value, how its raw
 network output is activated and served, how a trivial baseline predicts it, and how it is drawn.
-Nothing outside a TaskSpec switches on a task name: the trainer, the evaluator, the exporter and the
-TensorBoard callbacks only call the functions stored here.
+Nothing outside a TaskSpec switches on a task name: the trainer, the evaluator, the exporter, the
+augmentation, the TFDS builders, the previews and the TensorBoard callbacks only call the
+functions and read the facts stored here (`LabelGeometry` for augmentation, `SavedPrediction`
+and ``protocol_metrics`` for the evaluation protocols, ``feature`` for TFDS).
 """
 
 from __future__ import annotations
@@ -16,6 +18,55 @@ from typing import Any
 import numpy as np
 
 Tensor = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelGeometry:
+    """How a label map moves under flip, zoom and rotation (used by `mtl_keras.data.augment`).
+
+    Attributes:
+        resample: ``"nearest"`` (class and binary maps) or ``"linear"`` (bilinear; with
+            ``masked`` over valid pixels only, as a normalised convolution).
+        fill: value of pixels that come from outside the image (nearest maps; linear maps are
+            padded with 0, which is invalid when ``masked``).
+        masked: the all-zero value marks invalid pixels (depth 0, the zero normal).
+        vector: channels 0 and 1 are an image-plane vector (x right, y down): a flip negates x
+            and a rotation by θ on screen turns ``(x, y)`` into
+            ``(x cos θ + y sin θ, −x sin θ + y cos θ)``.
+        unit: renormalise the vector to unit length after resampling (normals).
+        scale_power: values are multiplied by ``s ** scale_power`` for a zoom by ``s``: depth −1
+            (zooming in brings the scene closer), optical flow in pixels +1, others 0.
+    """
+
+    resample: str = "nearest"
+    fill: float = 255.0
+    masked: bool = False
+    vector: bool = False
+    unit: bool = False
+    scale_power: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedPrediction:
+    """How the survey's code stores a prediction before scoring it (``save_model_predictions``).
+
+    The activated prediction at the network's output is encoded (``encode``, e.g. the class map
+    of an argmax, ``255 · p``, ``(n + 1) · 255 / 2``), resized to the label's resolution with
+    ``interpolation`` (cv2: nearest for class maps, bilinear for the rest), truncated to 8 bits
+    when ``quantize`` (``astype(np.uint8)`` before ``imwrite``), and read back with ``decode``
+    into what the task's protocol metrics consume.
+
+    Attributes:
+        encode: activated ``(H, W, C)`` -> float map in storage units.
+        interpolation: ``"nearest"`` or ``"bilinear"``.
+        quantize: truncate to uint8 as a PNG file does.
+        decode: stored map -> metric input ``(H, W, C')``.
+    """
+
+    encode: Callable[[np.ndarray], np.ndarray] = lambda x: x
+    interpolation: str = "bilinear"
+    quantize: bool = False
+    decode: Callable[[np.ndarray], np.ndarray] = lambda x: x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +96,17 @@ class TaskSpec:
             trivial predictor fitted on training labels (majority class, mean depth, ...).
         colorize: ``colorize(array (H, W, C)) -> uint8 (H, W, 3)`` for labels and activated
             predictions alike.
+        geometry: how the label moves under flip, zoom and rotation (`LabelGeometry`).
+        feature: TFDS encoding of the label: ``"png8"`` (uint8 PNG) or ``"float32"`` (a
+            zlib-compressed float32 tensor).
+        saved: how an evaluation protocol stores and reads back a prediction
+            (`SavedPrediction`); None resizes the activated map with ``interpolation``.
+        protocol_metrics: ``protocol_metrics(protocol) -> [metric]``: the metrics of a named
+            evaluation protocol (`mtl_keras.evaluation.protocol.Protocol`); None uses ``metrics``.
+        protocol_primary: ``protocol_primary(protocol) -> metric key`` used in Δ_MTL and model
+            selection under that protocol; None uses ``primary_metric``.
+        score_labelled_only: a protocol skips images whose label is entirely ``ignore_value``
+            (the survey scores human parts on images with people only).
         options: the keyword arguments of the registered factory that built this spec
             (``tasks.get(name, **options)``): with ``name`` they are the spec's config, from which
             a saved model rebuilds it (:meth:`get_config`, ``tasks.from_config``).
@@ -67,6 +129,33 @@ class TaskSpec:
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    geometry: LabelGeometry = LabelGeometry()
+    feature: str = "float32"
+    saved: SavedPrediction | None = None
+    protocol_metrics: Callable[[Any], list] | None = None
+    protocol_primary: Callable[[Any], str] | None = None
+    score_labelled_only: bool = False
+
+    def evaluation_metrics(self, protocol) -> list:
+        """Fresh metrics of this task under an evaluation protocol."""
+        if self.protocol_metrics is None:
+            return self.metrics()
+        return self.protocol_metrics(protocol)
+
+    def evaluation_primary(self, protocol) -> tuple[str, bool]:
+        """``(metric key, higher is better)`` of this task's primary metric under a protocol."""
+        key = (
+            self.primary_metric
+            if self.protocol_primary is None
+            else self.protocol_primary(protocol)
+        )
+        return key, self.higher_is_better[key]
+
+    def saved_prediction(self) -> SavedPrediction:
+        """`saved`, or a plain resize of the activated map with the label's interpolation."""
+        if self.saved is not None:
+            return self.saved
+        return SavedPrediction(interpolation=self.interpolation)
 
     def get_config(self) -> dict:
         """``{"name": ..., "options": {...}}``: what ``tasks.from_config`` rebuilds it from."""

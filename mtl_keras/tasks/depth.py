@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from mtl_keras.tasks import losses
 from mtl_keras.tasks._common import colorize_scalar
-from mtl_keras.tasks.base import TaskSpec
+from mtl_keras.tasks.base import LabelGeometry, SavedPrediction, TaskSpec
 
 
 def depth() -> TaskSpec:
@@ -23,6 +23,7 @@ def depth() -> TaskSpec:
     from mtl_keras.metrics import DepthErrors
 
     def baseline(labels: np.ndarray) -> np.ndarray:
+        # the mean minimises the pooled RMSE among constants
         valid = labels[labels > 0]
         return np.array([valid.mean() if valid.size else 0.0], np.float32)
 
@@ -44,4 +45,8 @@ def depth() -> TaskSpec:
         ignore_value=None,
         baseline=baseline,
         colorize=colorize_scalar,
+        geometry=LabelGeometry(resample="linear", fill=0.0, masked=True, scale_power=-1.0),
+        feature="float32",
+        # saved as float .mat files, resized bilinearly
+        saved=SavedPrediction(interpolation="bilinear", quantize=False),
     )

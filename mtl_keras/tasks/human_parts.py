@@ -19,4 +19,4 @@ def human_parts(num_classes: int = 7, class_names: tuple[str, ...] | None = None
     """
     if class_names is None and num_classes == len(PASCAL_PARTS):
         class_names = PASCAL_PARTS
-    return classification_task("human_parts", num_classes, class_names)
+    return classification_task("human_parts", num_classes, class_names, score_labelled_only=True)

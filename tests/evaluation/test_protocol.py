@@ -57,15 +57,17 @@ def _examples():
 
 
 def _specs():
-    options = {"semseg": {"num_classes": 3}, "human_parts": {"num_classes": 3}}
+    options = {
+        "semseg": {"num_classes": 3},
+        "human_parts": {"num_classes": 3},
+        "saliency": {"beta2": 0.3},
+    }
     return resolve(TASKS, options)
 
 
 def test_scores_at_original_resolution_by_hand():
     examples = _examples()
-    scores = protocol.evaluate(
-        constant_network(), examples, _specs(), image_size=(4, 4), saliency_beta2=0.3
-    )
+    scores = protocol.evaluate(constant_network(), examples, _specs(), image_size=(4, 4))
     # semseg: class 1 everywhere -> IoU_1 = n1 / N, IoU_0 = IoU_2 = 0 (present in labels)
     sem = np.concatenate([e["semseg"].ravel() for e in examples])
     assert scores["semseg_miou"] == pytest.approx(np.mean(sem == 1) / 3, rel=1e-6)
@@ -77,16 +79,17 @@ def test_scores_at_original_resolution_by_hand():
     gt = np.concatenate([e["depth"].ravel() for e in examples])
     rmse = np.sqrt(np.mean((gt[gt > 0] - 2.0) ** 2))
     assert scores["depth_rmse"] == pytest.approx(rmse, rel=1e-5)
-    # normals: +z everywhere, stored in 8 bits as (128, 128, 255); one pixel per image is the
-    # x axis (about 90 degrees off), one is invalid
+    # normals: +z everywhere, stored in 8 bits by truncation as (127, 127, 255) (the survey's
+    # ``(n + 1) * 255 / 2`` then ``astype(np.uint8)``); one pixel per image is the x axis (about
+    # 90 degrees off), one is invalid
     valid = sum(e["normals"].shape[0] * e["normals"].shape[1] - 1 for e in examples)
-    q = np.array([2 * 128 / 255 - 1, 2 * 128 / 255 - 1, 1.0])
+    q = np.array([2 * 127 / 255 - 1, 2 * 127 / 255 - 1, 1.0])
     q /= np.linalg.norm(q)
     on_z, on_x = np.degrees(np.arccos(q[2])), np.degrees(np.arccos(q[0]))
     want = (2 * on_x + (valid - 2) * on_z) / valid
     assert scores["normals_mean"] == pytest.approx(want, abs=1e-3)
-    # saliency: p = 0.5 -> 128 / 255 after 8 bits: positive for thresholds <= 0.5 (P = rate,
-    # R = 1), nothing above; maxF with beta2 = 0.3 at those thresholds
+    # saliency: p = 0.5 -> 127 / 255 after truncation: positive (pred > t) for thresholds up to
+    # 0.45 (P = rate, R = 1), nothing above; maxF with beta2 = 0.3 at those thresholds
     p = np.mean([e["saliency"].mean() for e in examples])
     assert scores["saliency_max_f"] == pytest.approx(1.3 * p / (0.3 * p + 1.0), rel=1e-5)
     assert scores["edges_ods_f"] == 0.0 and "edges_f" not in scores
@@ -108,6 +111,7 @@ def test_evaluate_to_file_is_readable_by_compare(tmp_path):
     content = json.loads(path.read_text())
     assert content["task"] == "mtl" and content["params"] == out["params"] > 0
     assert content["flops"] > 0 and content["protocol"]["edge_max_dist"] == 0.011
+    assert content["protocol"]["name"] == "survey"
     assert content["counts"] == {"images": 2, "human_parts_images": 1}
     assert "edges_ods_f" in content["metrics"] and "images" not in content["metrics"]
     from mtl_keras.evaluation.compare import read_run
