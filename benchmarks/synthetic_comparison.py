@@ -12,14 +12,16 @@ Trains, one after the other in this process, every run into its own folder ``OUT
 * hard sharing with equal loss weights (``hard_sharing``);
 * hard sharing with loss balancers (uncertainty weighting, DWA) and gradient balancers (MGDA-UB,
   i.e. MGDA on the shared representation, and PCGrad on the shared variables);
-* encoder-focused (MTAN, cross-stitch) and decoder-focused (PAD-Net) architectures.
+* encoder-focused (MTAN, cross-stitch) and decoder-focused (PAD-Net) architectures;
+* the transformer-era decoders (multi-task DPT, InvPT, MLoRE) on the same encoder.
 
 Every run starts from the demo recipe (``recipes/demo.py``: ResNet-18 family backbone of width 16
 at output stride 16, HRNet-style heads, Adam with lr 2e-3 and weight decay 1e-4, poly schedule,
 batch 8) on the same synthetic scenes, so params, FLOPs and metrics are comparable; PAD-Net's own
-decoder is narrowed to 32 channels. A run whose folder already holds ``results.json`` (from the
-same settings) is skipped, so an interrupted comparison resumes where it stopped; settings that
-differ from a finished run's are refused.
+decoder is narrowed to 32 channels, DPT's, InvPT's and MLoRE's to about PAD-Net's parameter
+count. A run whose folder already holds ``results.json`` (from the same settings) is skipped, so
+an interrupted comparison resumes where it stopped; settings that differ from a finished run's
+are refused.
 
 Then ``mtl_keras.evaluation.compare`` writes the table (each task's metric, params, FLOPs, Δ_MTL
 against the single-task runs, and the trivial constant predictors as a floor), a Δ_MTL bar chart
@@ -68,6 +70,15 @@ MULTI_TASK_RUNS: dict[str, dict] = {
     "mtan": {"architecture": "mtan"},
     "cross_stitch": {"architecture": "cross_stitch"},
     "padnet": {"architecture": "padnet", "head_kwargs": {"channels": 32}},
+    # transformer-era decoders on the same encoder, narrowed to about PAD-Net's parameter count;
+    # InvPT's three stages read P2-P4 (strides 4, 8, 16: P5 is at stride 16 too here), MLoRE works
+    # on P3's grid (8x8; the paper's stride 16 would be 4x4 at 64 px)
+    "dpt": {"architecture": "dpt", "head_kwargs": {"features": 20}},
+    "invpt": {
+        "architecture": "invpt",
+        "head_kwargs": {"embed_dim": 32, "prediction_channels": 16, "levels": ["P2", "P3", "P4"]},
+    },
+    "mlore": {"architecture": "mlore", "head_kwargs": {"channels": 24, "grid_level": "P3"}},
 }
 
 #: What each run is, for the page.
@@ -81,6 +92,9 @@ DESCRIPTIONS = {
     "mtan": "MTAN: task attention modules on the shared backbone (Liu et al., 2019)",
     "cross_stitch": "cross-stitch network: one backbone per task, mixed per stage (Misra et al.)",
     "padnet": "PAD-Net: initial predictions distilled into each other (Xu et al., 2018)",
+    "dpt": "multi-task DPT: reassemble and fusion decoder per task (Ranftl et al., 2021)",
+    "invpt": "InvPT: multi-task attention in an inverted pyramid (Ye & Xu, 2022)",
+    "mlore": "MLoRE: shared low-rank experts, generic path, task routers (Yang et al., 2024)",
 }
 
 #: Data, size and length of the full and the quick comparison.
