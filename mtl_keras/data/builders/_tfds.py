@@ -12,15 +12,24 @@ import tensorflow_datasets as tfds
 SPLIT_NAMES = {"train": "train", "val": "validation"}
 
 
-def task_feature(task: str):
-    """The TFDS feature of a canonical task, in the library's label convention.
+def task_feature(task):
+    """The TFDS feature of a task (a TaskSpec or a registered name), from its TaskSpec.
 
-    Class maps are stored as 8-bit PNG, float maps as zlib-compressed float32 tensors.
+    ``spec.feature == "png8"`` (class maps) is an 8-bit PNG, ``"float32"`` a zlib-compressed
+    float32 tensor, with ``spec.label_channels`` channels.
     """
-    if task in ("semseg", "human_parts"):
-        return tfds.features.Image(shape=(None, None, 1), dtype=np.uint8)
-    channels = 3 if task == "normals" else 1
-    return tfds.features.Tensor(shape=(None, None, channels), dtype=np.float32, encoding="zlib")
+    from mtl_keras import tasks
+
+    spec = task if isinstance(task, tasks.TaskSpec) else tasks.get(task)
+    if spec.feature == "png8":
+        return tfds.features.Image(shape=(None, None, spec.label_channels), dtype=np.uint8)
+    if spec.feature == "float32":
+        return tfds.features.Tensor(
+            shape=(None, None, spec.label_channels), dtype=np.float32, encoding="zlib"
+        )
+    raise ValueError(
+        f"task {spec.name!r} declares feature {spec.feature!r}; expected 'png8' or 'float32'"
+    )
 
 
 def features(tasks: Sequence[str]) -> tfds.features.FeaturesDict:
