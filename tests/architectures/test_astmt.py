@@ -41,7 +41,8 @@ def _bilinear_matrix(out_size, in_size):
 
 
 def test_task_passes_share_every_encoder_and_decoder_weight():
-    network = tiny_architecture("astmt")
+    # a fresh network: other files of the same worker train the cached one
+    network = tiny_architecture.__wrapped__("astmt")
     conv = network.get_layer("stage2_block1_conv1")
     assert len([n for n in conv._inbound_nodes if n.operation is conv]) >= 2  # one call per task
     adapters = [v for v in network.trainable_variables if "_adapter/" in v.path]
