@@ -23,6 +23,13 @@ def spelling_key(name: str) -> str:
     return "".join(c for c in name.lower() if c.isalnum())
 
 
+def _spellings(names: list[str], aliases: Mapping[str, str] | None) -> dict[str, str]:
+    """``{spelling_key: canonical name}`` of the names and the aliases."""
+    table = {spelling_key(n): n for n in names}
+    table.update({spelling_key(a): c for a, c in (aliases or {}).items()})
+    return table
+
+
 def canonical(
     kind: str,
     name: str,
@@ -51,8 +58,7 @@ def canonical(
     names = list(names)
     if name in names:
         return name
-    table = {spelling_key(n): n for n in names}
-    table.update({spelling_key(a): c for a, c in (aliases or {}).items()})
+    table = _spellings(names, aliases)
     match = table.get(spelling_key(name))
     if match is not None:
         logger.info("%s %r is %r", kind, name, match)
@@ -70,8 +76,7 @@ def unknown_message(
 ) -> str:
     """``unknown <kind> 'x'; did you mean 'y'? valid <kind>s: ...``."""
     names = list(names)
-    table = {spelling_key(n): n for n in names}
-    table.update({spelling_key(a): c for a, c in (aliases or {}).items()})
+    table = _spellings(names, aliases)
     close = difflib.get_close_matches(spelling_key(str(name)), table, n=3, cutoff=0.6)
     suggestions = list(dict.fromkeys(table[k] for k in close))
     hint = f" did you mean {' or '.join(map(repr, suggestions))}?" if suggestions else ""

@@ -37,20 +37,29 @@ BN_MOMENTUM = 0.9
 LEVELS = ("P2", "P3", "P4", "P5")
 
 
-def decoder_options(arch: str, head: str, head_kwargs: Mapping | None, defaults: Mapping) -> dict:
+def decoder_options(
+    arch: str,
+    head: str,
+    head_kwargs: Mapping | None,
+    defaults: Mapping,
+    accepted: tuple[str, ...] = ("hrnet",),
+) -> dict:
     """The decoder options of ``arch``: ``defaults`` updated by ``head_kwargs``.
 
     Decoder-focused architectures build their own task heads (initial heads, distillation, final
-    heads) as the survey's HRNet configurations do, so ``head`` must be ``"hrnet"`` and
+    heads) as the survey's HRNet configurations do, so ``head`` must be one of ``accepted``
+    (``"hrnet"``, the survey's setting; the transformer decoders also take their own name) and
     ``head_kwargs`` carries the decoder's options (it is the field recipes already have).
 
     Raises:
         ValueError: for another head or an unknown option, naming the valid ones.
     """
-    if head != "hrnet":
+    if head not in accepted:
+        wanted = " or ".join(repr(h) for h in accepted)
         raise ValueError(
-            f"{arch} builds its own task heads; head must be 'hrnet' (the survey's setting), got "
-            f"{head!r}. Configure the decoder with head_kwargs (valid keys: {sorted(defaults)})"
+            f"{arch} builds its own task heads; head must be {wanted} (the recipes' default is "
+            f"'hrnet'), got {head!r}. Configure the decoder with head_kwargs (valid keys: "
+            f"{sorted(defaults)})"
         )
     given = dict(head_kwargs or {})
     unknown = sorted(set(given) - set(defaults))

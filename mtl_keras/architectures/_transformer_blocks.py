@@ -26,25 +26,9 @@ BN_MOMENTUM = 0.9
 def transformer_options(
     arch: str, head: str, head_kwargs: Mapping | None, defaults: Mapping
 ) -> dict:
-    """``defaults`` updated by ``head_kwargs``; ``head`` must be ``arch`` or ``"hrnet"``.
-
-    Raises:
-        ValueError: for another head or an unknown option, naming the valid ones.
-    """
-    if head not in (arch, "hrnet"):
-        raise ValueError(
-            f"{arch} builds its own task heads; head must be {arch!r} (or 'hrnet', the recipes' "
-            f"default), got {head!r}. Configure the decoder with head_kwargs (valid keys: "
-            f"{sorted(defaults)})"
-        )
-    given = dict(head_kwargs or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"{arch}: unknown decoder option(s) {unknown} in head_kwargs; valid options and "
-            f"defaults: {dict(defaults)}"
-        )
-    return {**defaults, **given}
+    """:func:`~mtl_keras.architectures._decoder_blocks.decoder_options`, ``head`` being ``arch``
+    or ``"hrnet"``."""
+    return blocks.decoder_options(arch, head, head_kwargs, defaults, accepted=(arch, "hrnet"))
 
 
 def encode_levels(

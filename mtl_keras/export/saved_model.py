@@ -15,12 +15,24 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 
 import keras
 import tensorflow as tf
 
 from mtl_keras.architectures.base import is_auxiliary
 from mtl_keras.tasks import TaskSpec
+
+
+def served_outputs(tasks: Mapping[str, TaskSpec], outputs: Mapping) -> dict:
+    """Every task's ``spec.serve`` of its raw output (``semseg_class``, ``semseg_probs``,
+    ``depth``, ``normals``, ...), deep-supervision outputs left out: what the SavedModel returns
+    (and ``MultiTaskModel.predict``)."""
+    served = {}
+    for name, spec in tasks.items():
+        if not is_auxiliary(name):
+            served.update(spec.serve(outputs[name]))
+    return served
 
 
 def serving_function(network: keras.Model, tasks: dict[str, TaskSpec], image_size):
@@ -34,13 +46,12 @@ def serving_function(network: keras.Model, tasks: dict[str, TaskSpec], image_siz
         out_size = tf.shape(images)[1:3]
         x = tf.image.resize(tf.cast(images, tf.float32), size, method="bilinear")
         raw = network(x, training=False)
-        result = {}
-        for name, spec in tasks.items():
-            if is_auxiliary(name):
-                continue
-            pred = tf.image.resize(tf.cast(raw[name], tf.float32), out_size, method="bilinear")
-            result.update(spec.serve(pred))
-        return result
+        resized = {
+            name: tf.image.resize(tf.cast(raw[name], tf.float32), out_size, method="bilinear")
+            for name in tasks
+            if not is_auxiliary(name)
+        }
+        return served_outputs(tasks, resized)
 
     return serve
 

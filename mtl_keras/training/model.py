@@ -39,7 +39,7 @@ import tensorflow as tf
 from mtl_keras import balancing
 from mtl_keras import tasks as tasks_lib
 from mtl_keras.architectures.base import is_auxiliary, sharing_of, task_of, task_specs_of
-from mtl_keras.export.saved_model import serving_function
+from mtl_keras.export.saved_model import served_outputs, serving_function
 from mtl_keras.tasks import TaskSpec, resolve
 from mtl_keras.training.distribute import reducible_logs, symbolic_build_needed
 from mtl_keras.training.precision import loss_scale
@@ -54,12 +54,7 @@ class LabelError(ValueError):
 def _specs_for(network, tasks, main, recorded) -> dict[str, TaskSpec]:
     """The TaskSpecs to train ``network`` with: ``tasks`` if given (checked against the network),
     else those the network was built with (its TaskOutput markers), else the names' defaults."""
-    if tasks is None:
-        specs = {t: recorded[t] for t in main if t in recorded}
-        specs.update(resolve([t for t in main if t not in specs]) if len(specs) < len(main) else {})
-        specs = {t: specs[t] for t in main}
-    else:
-        specs = resolve(tasks)
+    specs = resolve([recorded.get(t, t) for t in main] if tasks is None else tasks)
     unknown = [t for t in specs if t not in main]
     if unknown or len(specs) != len(main):
         raise ValueError(
@@ -82,15 +77,6 @@ def _specs_for(network, tasks, main, recorded) -> dict[str, TaskSpec]:
                 "with (e.g. the same task_options)"
             )
     return specs
-
-
-def served_outputs(specs: Mapping[str, TaskSpec], outputs: Mapping) -> dict:
-    """Every task's ``spec.serve`` of its raw output (``semseg_class``, ``semseg_probs``,
-    ``depth``, ``normals``, ...): the outputs of the exported SavedModel, under its keys."""
-    served = {}
-    for t, spec in specs.items():
-        served.update(spec.serve(outputs[t]))
-    return served
 
 
 class Subgraph(keras.Function):
