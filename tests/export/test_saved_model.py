@@ -1,5 +1,6 @@
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,6 +12,9 @@ from tests.utils import ALL_TASKS, tiny_network, tiny_specs
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("exports"))
+    # seeded: unseeded weights depend on what ran before in the same process; with one such
+    # draw (in 1 of 5 full-suite runs) one normals element differed by 1.05e-5
+    keras.utils.set_random_seed(0)
     net = tiny_network()
     specs = tiny_specs()
     path = export_saved_model(net, specs, root, "tiny", image_size=(32, 32))
