@@ -85,7 +85,7 @@ def _model(method: str, size: int, bundle, batch: int):
     """A compiled trainer for ``method`` on the demo architecture."""
     import keras
 
-    from mtl_keras.training import MultiTaskModel, run
+    from mtl_keras.training import MultiTaskModel, building
     from mtl_keras.training.recipe import Recipe
 
     name, source = ("mgda", "representation") if method == "mgda_ub" else (method, "auto")
@@ -103,14 +103,14 @@ def _model(method: str, size: int, bundle, batch: int):
         jit_compile=False,
     )
     keras.utils.set_random_seed(0)
-    specs = run.task_specs(recipe, bundle.task_options)
+    specs = building.task_specs(recipe, bundle.task_options)
     if method == "jacobian":
         model = MultiTaskModel(
-            run.build_network(recipe, specs), list(specs.values()), _jacobian_reference()
+            building.build_network(recipe, specs), list(specs.values()), _jacobian_reference()
         )
-        model.compile(optimizer=run.make_optimizer(recipe, 1000), jit_compile=False)
+        model.compile(optimizer=building.make_optimizer(recipe, 1000), jit_compile=False)
         return model
-    return run.build_model(recipe, specs, steps=1000)
+    return building.build_model(recipe, specs, steps=1000)
 
 
 def time_worker(methods: list[str], size: int, num_tasks: int, rounds: int, steps: int, batch):

@@ -29,12 +29,12 @@ def measure(size: tuple[int, int], workers: int, count: int) -> tuple[float, flo
 def training_rate(steps: int) -> float:
     """Images per second of ``model.fit`` on the demo recipe's model and data (after warm-up)."""
     from mtl_keras import recipes
-    from mtl_keras.training import run
+    from mtl_keras.training import building
 
     recipe = recipes.get("demo")
-    bundle = run.load_data(recipe)
-    specs = run.task_specs(recipe, bundle.task_options)
-    model = run.build_model(recipe, specs, steps=steps + 5)
+    bundle = building.load_data(recipe)
+    specs = building.task_specs(recipe, bundle.task_options)
+    model = building.build_model(recipe, specs, steps=steps + 5)
     ds = bundle.train.repeat()
     model.fit(ds, steps_per_epoch=5, epochs=1, verbose=0)  # trace and warm up
     start = time.perf_counter()

@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mtl_keras.data import SyntheticScenes, synthetic_task_options  # noqa: E402
-from mtl_keras.training import run  # noqa: E402
+from mtl_keras.training import building  # noqa: E402
 from mtl_keras.training.precision import precision_policy  # noqa: E402
 from mtl_keras.training.recipe import Recipe  # noqa: E402
 
@@ -88,8 +88,8 @@ def measure(recipe: Recipe, precision: str, xla: bool, steps: int, warmup: int) 
     data = tf.data.Dataset.from_tensors((images, labels)).repeat()
     with precision_policy(precision):
         keras.utils.set_random_seed(0)
-        specs = run.task_specs(recipe, synthetic_task_options())
-        model = run.build_model(recipe, specs, steps + warmup)
+        specs = building.task_specs(recipe, synthetic_task_options())
+        model = building.build_model(recipe, specs, steps + warmup)
     start = time.perf_counter()
     model.fit(data, steps_per_epoch=warmup, epochs=1, verbose=0)
     warm = time.perf_counter() - start

@@ -184,14 +184,14 @@ def _jsonable(value):
 
 def finished(recipe) -> bool:
     """Whether ``recipe``'s run is done; refuses a finished run trained with other settings."""
-    from mtl_keras.training import run
+    from mtl_keras.training import resume
 
     folder = recipe.output_dir
     if not os.path.exists(os.path.join(folder, "results.json")):
         return False
     with open(os.path.join(folder, "recipe.json")) as f:
         stored = json.load(f)
-    wanted = _jsonable(run.fingerprint(recipe))
+    wanted = _jsonable(resume.fingerprint(recipe))
     differ = sorted(k for k in wanted if stored.get(k) != wanted[k])
     if differ:
         raise ValueError(

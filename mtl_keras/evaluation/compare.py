@@ -333,12 +333,12 @@ def _validation_examples(recipe, examples: int):
     """The first ``examples`` validation images and labels of ``recipe``'s data."""
     import numpy as np
 
-    from mtl_keras.training import run
+    from mtl_keras.training import building
 
     small = dataclasses.replace(
         recipe, train_examples=recipe.batch_size, val_examples=max(examples, 1)
     )
-    bundle = run.load_data(small)
+    bundle = building.load_data(small)
     images, labels = [], {t: [] for t in recipe.tasks}
     for batch_images, batch_labels in bundle.val:
         images.append(np.asarray(batch_images))
@@ -381,7 +381,7 @@ def prediction_grids(
     import tensorflow as tf
 
     from mtl_keras.data.preview import preview_grid
-    from mtl_keras.training import run
+    from mtl_keras.training import building
     from mtl_keras.training.precision import precision_policy
 
     names = {os.fspath(k): v for k, v in (names or {}).items()}
@@ -402,9 +402,9 @@ def prediction_grids(
                 f"{folder} was evaluated on other images than {reference} (dataset, image size "
                 "or data_seed differ); prediction grids compare runs on the same images"
             )
-        specs = run.task_specs(recipe, bundle.task_options)
+        specs = building.task_specs(recipe, bundle.task_options)
         with precision_policy(recipe.precision):
-            model = run.build_model(recipe, specs, steps=1)
+            model = building.build_model(recipe, specs, steps=1)
             model.load_weights(weights)
             raw = model.network(tf.convert_to_tensor(images, tf.float32), training=False)
         title = names.get(os.fspath(folder), recipe.name)

@@ -347,7 +347,7 @@ def build_optimizer_in_scope(model: keras.Model) -> None:
     ``MultiWorkerMirroredStrategy`` (see :func:`symbolic_build_needed`), or lazily inside the
     distributed step, where variables cannot be created. Building it early is also what lets a
     resume state (optimizer moments included) be loaded before ``fit``, so
-    :func:`mtl_keras.training.run.build_model` calls it on every Keras version.
+    :func:`mtl_keras.training.building.build_model` calls it on every Keras version.
     """
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 from mtl_keras.metrics import delta_mtl
-from mtl_keras.training import run
+from mtl_keras.training import building, reports, run
 from mtl_keras.training.recipe import Recipe
 
 
@@ -54,7 +54,7 @@ def grid_search(
             epochs=epochs or recipe.epochs,
         )
         summary = run.train(trial, verbose=verbose, export=False)
-        specs = run.task_specs(trial)
-        score = delta_mtl(summary["metrics"], baselines, run.primary_metrics(specs))
+        specs = building.task_specs(trial)
+        score = delta_mtl(summary["metrics"], baselines, reports.primary_metrics(specs))
         ranked.append({"weights": dict(weights), "delta_mtl": score, "metrics": summary["metrics"]})
     return sorted(ranked, key=lambda r: r["delta_mtl"], reverse=True)

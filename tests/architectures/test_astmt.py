@@ -20,7 +20,7 @@ from mtl_keras.architectures.astmt import (
     task_network,
 )
 from mtl_keras.heads import ResizeLike
-from mtl_keras.training import run as run_module
+from mtl_keras.training import building
 from mtl_keras.training.adversarial import AdversarialMultiTaskModel, reversal_schedule
 from mtl_keras.training.precision import precision_policy
 from mtl_keras.training.recipe import Recipe
@@ -296,12 +296,12 @@ def test_recipe_adversarial_weight_selects_the_adversarial_trainer():
         adversarial_weight=0.01,
         jit_compile=False,
     )
-    model = run_module.build_model(recipe, run_module.task_specs(recipe), steps=50)
+    model = building.build_model(recipe, building.task_specs(recipe), steps=50)
     assert isinstance(model, AdversarialMultiTaskModel)
     assert (model.adversarial_weight, model.reversal_steps) == (0.01, 50)
     assert model.optimizer.built
     plain = dataclasses.replace(recipe, architecture="hard_sharing")
     with pytest.raises(ValueError, match=r"adversarial_weight=0.01 needs.*'hard_sharing'"):
-        run_module.build_model(plain, run_module.task_specs(plain), steps=50)
+        building.build_model(plain, building.task_specs(plain), steps=50)
     with pytest.raises(ValueError, match="adversarial_weight must be >= 0"):
         dataclasses.replace(recipe, adversarial_weight=-1.0)

@@ -8,8 +8,7 @@ import tensorflow as tf
 
 from mtl_keras import architectures
 from mtl_keras.export import export_saved_model
-from mtl_keras.training import MultiTaskModel
-from mtl_keras.training import run as run_module
+from mtl_keras.training import MultiTaskModel, building
 from mtl_keras.training.precision import loss_scale, precision_policy
 from mtl_keras.training.recipe import Recipe
 from tests.utils import micro_network, tiny_arrays, tiny_specs, two_replicas
@@ -163,7 +162,7 @@ def test_every_architecture_trains_a_mixed_float16_step(arch):
     )
     with precision_policy(recipe.precision):
         keras.utils.set_random_seed(0)
-        model = run_module.build_model(recipe, run_module.task_specs(recipe, {}), steps=1)
+        model = building.build_model(recipe, building.task_specs(recipe, {}), steps=1)
     model.run_eagerly = True
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     # Keras starts at 2^15, which the first steps of these tiny-resolution deep-supervision

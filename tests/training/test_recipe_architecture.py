@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mtl_keras import architectures
-from mtl_keras.training import run
+from mtl_keras.training import baselines, building, run
 from mtl_keras.training.recipe import Recipe
 from tests.scale.worker import TINY as SCALE
 from tests.utils import tiny_specs
@@ -35,7 +35,7 @@ def test_architecture_kwargs_reach_the_builder():
         architecture_kwargs={"alpha": 0.8, "beta": 0.05, "stitch_after": ["stage4"]},
         **TINY,
     )
-    network = run.build_network(recipe, run.task_specs(recipe))
+    network = building.build_network(recipe, building.task_specs(recipe))
     units = [layer for layer in network.layers if layer.name.startswith("cross_stitch_")]
     assert [u.name for u in units] == ["cross_stitch_stage4"]
     assert (units[0].alpha, units[0].beta) == (0.8, 0.05)
@@ -46,7 +46,7 @@ def test_unknown_architecture_kwargs_name_the_valid_ones():
         name="cs", architecture="cross_stitch", architecture_kwargs={"alpah": 1}, **TINY
     )
     with pytest.raises(ValueError, match=r"'cross_stitch' takes no argument\(s\) \['alpah'\].*"):
-        run.build_network(recipe, run.task_specs(recipe))
+        building.build_network(recipe, building.task_specs(recipe))
     with pytest.raises(ValueError, match="keyword arguments: .*alpha, beta, stitch_after"):
         architectures.build("cross_stitch", ["semseg"], alpah=1)
     with pytest.raises(ValueError, match=r"may not set \['backbone'\]; they are recipe fields"):
@@ -98,7 +98,7 @@ def test_train_runs_single_task_networks_first_and_reuses_them(tmp_path, monkeyp
     grab = InitialWeights()
     summary = run.train(recipe, verbose=0, export=False, callbacks=[grab])
 
-    singles = {t: run.single_task_recipe(recipe, t) for t in recipe.tasks}
+    singles = {t: baselines.single_task_recipe(recipe, t) for t in recipe.tasks}
     paths = {t: f"{tmp_path}/cs__single_{t}/checkpoints/last.weights.h5" for t in recipe.tasks}
     assert summary["init_from_single_task"] == paths
     with open(tmp_path / "cs" / "results.json") as f:

@@ -1,0 +1,184 @@
+"""Building a run from its Recipe: seeds, data, TaskSpecs, network, optimizer and trainer.
+
+Everything here is a function of the recipe (and, for the specs, of the dataset's task options):
+two calls with the same recipe build the same objects, which is what makes a run reproducible and
+a resumed run identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtl_keras import architectures, balancing, data
+from mtl_keras.architectures.astmt import task_features
+from mtl_keras.tasks import TaskSpec, resolve
+from mtl_keras.training import distribute
+from mtl_keras.training.adversarial import AdversarialMultiTaskModel
+from mtl_keras.training.model import MultiTaskModel
+from mtl_keras.training.recipe import Recipe
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy, TensorFlow and Keras."""
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def resolve_jit(value) -> bool:
+    """``"auto"``: XLA only where a GPU exists (it is ~3x slower on these CPUs)."""
+    if value == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    return bool(value)
+
+
+def load_data(recipe: Recipe) -> data.DataBundle:
+    """The recipe's dataset; real datasets also get their folders and augmentation switch."""
+    kwargs = {}
+    if recipe.dataset != "synthetic":
+        kwargs = {
+            "data_dir": recipe.data_dir,
+            "manual_dir": recipe.manual_dir,
+            "augment": recipe.augment,
+        }
+    return data.load(
+        recipe.dataset,
+        (*recipe.tasks, *recipe.auxiliary_tasks),
+        image_size=recipe.image_size,
+        train_examples=recipe.train_examples,
+        val_examples=recipe.val_examples,
+        batch_size=recipe.batch_size,
+        seed=recipe.data_seed,
+        shuffle_seed=recipe.seed,
+        **kwargs,
+    )
+
+
+def task_specs(recipe: Recipe, bundle_options: dict | None = None) -> dict[str, TaskSpec]:
+    options = {**(bundle_options or {}), **recipe.task_options}
+    return resolve(recipe.tasks, options)
+
+
+def auxiliary_specs(recipe: Recipe, bundle_options: dict | None = None) -> dict[str, TaskSpec]:
+    """TaskSpecs of the recipe's auxiliary (deep-supervision only) tasks."""
+    if not recipe.auxiliary_tasks:
+        return {}
+    options = {**(bundle_options or {}), **recipe.task_options}
+    return resolve(recipe.auxiliary_tasks, options)
+
+
+def build_network(
+    recipe: Recipe, specs: dict[str, TaskSpec], auxiliary: dict[str, TaskSpec] | None = None
+) -> keras.Model:
+    extra = {"auxiliary_tasks": list(auxiliary.values())} if auxiliary else {}
+    return architectures.build(
+        recipe.architecture,
+        list(specs.values()),
+        backbone=recipe.backbone,
+        backbone_kwargs=recipe.backbone_kwargs,
+        head=recipe.head,
+        head_kwargs=recipe.head_kwargs,
+        image_size=recipe.image_size,
+        **recipe.architecture_kwargs,
+        **extra,
+    )
+
+
+def make_optimizer(recipe: Recipe, total_steps: int) -> keras.optimizers.Optimizer:
+    lr = recipe.learning_rate
+    if recipe.schedule == "poly":
+        lr = keras.optimizers.schedules.PolynomialDecay(
+            recipe.learning_rate,
+            max(total_steps, 1),
+            end_learning_rate=0.0,
+            power=recipe.poly_power,
+        )
+    elif recipe.schedule != "constant":
+        raise ValueError(f"unknown schedule {recipe.schedule!r}; valid: poly, constant")
+    if recipe.optimizer == "adam":
+        return keras.optimizers.Adam(lr, weight_decay=recipe.weight_decay or None)
+    if recipe.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=recipe.weight_decay or None)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid: adam, sgd")
+
+
+def balancer_kwargs(recipe: Recipe) -> dict:
+    """The recipe's balancer arguments, with ``seed=recipe.seed`` for stochastic balancers.
+
+    Stochastic balancers (RLW, PCGrad, GradDrop, GradVac) draw from ``(seed, step)``; without an
+    explicit seed they would pick a random one, so the recipe's seed is passed unless the
+    recipe's ``balancer_kwargs`` set one.
+    """
+    kwargs = dict(recipe.balancer_kwargs)
+    balancer_type = type(balancing.get(recipe.balancer, **kwargs))
+    if "seed" in inspect.signature(balancer_type).parameters and "seed" not in kwargs:
+        kwargs["seed"] = recipe.seed
+    return kwargs
+
+
+def build_model(
+    recipe: Recipe,
+    specs: dict[str, TaskSpec],
+    steps: int,
+    auxiliary: dict[str, TaskSpec] | None = None,
+) -> MultiTaskModel:
+    """Network, trainer and built optimizer (call inside the strategy's scope and the recipe's
+    precision policy, see :func:`mtl_keras.training.run.train`). ``auxiliary``: the specs of the
+    recipe's auxiliary tasks (:func:`auxiliary_specs`; default: resolved without dataset
+    options)."""
+    if auxiliary is None:
+        auxiliary = auxiliary_specs(recipe)
+    network = build_network(recipe, specs, auxiliary)
+    trainer, adversarial = MultiTaskModel, {}
+    if recipe.adversarial_weight > 0:  # ASTMT's discriminator, its reversal ramped over the run
+        if not task_features(network):
+            raise ValueError(
+                f"recipe {recipe.name!r}: adversarial_weight={recipe.adversarial_weight} needs "
+                f"per-task TaskFeatures markers, which architecture {recipe.architecture!r} does "
+                "not have; use architecture='astmt' or adversarial_weight=0"
+            )
+        trainer = AdversarialMultiTaskModel
+        adversarial = {
+            "adversarial_weight": recipe.adversarial_weight,
+            "reversal_steps": max(int(steps), 1),
+        }
+    model = trainer(
+        network,
+        list(specs.values()),
+        recipe.balancer,
+        balancer_kwargs=balancer_kwargs(recipe),
+        gradient_source=recipe.gradient_source,
+        auxiliary_tasks=list(auxiliary.values()),
+        auxiliary_weights=recipe.auxiliary_weights,
+        gradient_statistics=recipe.gradient_statistics,
+        **adversarial,
+    )
+    model.compile(
+        optimizer=make_optimizer(recipe, steps), jit_compile=resolve_jit(recipe.jit_compile)
+    )
+    distribute.build_optimizer_in_scope(model)
+    return model
+
+
+def steps_per_epoch(recipe: Recipe, train_ds: tf.data.Dataset) -> int:
+    """The recipe's ``steps_per_epoch``, else the number of batches in one pass of the data."""
+    if recipe.steps_per_epoch:
+        return int(recipe.steps_per_epoch)
+    steps = int(train_ds.cardinality())
+    if steps == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            f"recipe {recipe.name!r}: the training data repeats forever; set steps_per_epoch"
+        )
+    if steps < 0:  # unknown: count one pass
+        steps = int(train_ds.reduce(0, lambda n, _: n + 1))
+    if steps == 0:
+        raise ValueError(
+            f"recipe {recipe.name!r}: the training data has no full batch of "
+            f"batch_size={recipe.batch_size}; lower batch_size or add examples"
+        )
+    return steps

@@ -1,0 +1,73 @@
+"""What a run reports: validation metrics, Δ_MTL, a readable table and ``results.json``."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtl_keras.metrics import count_flops, count_params, delta_mtl, load_baselines, write_results
+from mtl_keras.tasks import TaskSpec
+from mtl_keras.training.model import MultiTaskModel
+from mtl_keras.training.recipe import Recipe
+
+
+def primary_metrics(specs: dict[str, TaskSpec]) -> dict[str, bool]:
+    """``{metric id: higher is better}`` of every task's primary metric (what Δ_MTL averages)."""
+    return {
+        s.metric_id(s.primary_metric): s.higher_is_better[s.primary_metric] for s in specs.values()
+    }
+
+
+def format_table(results: dict, baseline: dict | None, specs: dict[str, TaskSpec]) -> str:
+    """A readable table: task, metric, model, trivial baseline, better-is direction."""
+    lines = [f"{'task':<12} {'metric':<14} {'model':>10} {'baseline':>10}  better"]
+    for t, spec in specs.items():
+        for key, higher in spec.higher_is_better.items():
+            mid = spec.metric_id(key)
+            if mid not in results:
+                continue
+            base = f"{baseline[mid]:>10.4f}" if baseline and mid in baseline else f"{'-':>10}"
+            lines.append(
+                f"{t:<12} {key:<14} {results[mid]:>10.4f} {base}  {'higher' if higher else 'lower'}"
+            )
+    return "\n".join(lines)
+
+
+def evaluate_model(model: MultiTaskModel, val: tf.data.Dataset) -> dict:
+    """``{metric id: value}`` of ``model`` on ``val`` (and the losses), as floats."""
+    logs = model.evaluate(val, return_dict=True, verbose=0)
+    return {k: float(np.mean(v)) for k, v in logs.items()}
+
+
+def summarise(
+    recipe: Recipe,
+    network: keras.Model,
+    specs: dict[str, TaskSpec],
+    results: dict,
+    baseline: dict,
+    **fields,
+) -> dict:
+    """The run's summary: metrics, trivial baseline, ``fields``, size, FLOPs and Δ_MTL.
+
+    Δ_MTL (over every task's primary metric) is there when the recipe names ``baselines``.
+    """
+    summary = {
+        "recipe": recipe.name,
+        "metrics": results,
+        "trivial_baseline": baseline,
+        **fields,
+        **count_params(network),
+        "flops": count_flops(network, (*recipe.image_size, 3)),
+    }
+    if recipe.baselines:
+        summary["delta_mtl"] = delta_mtl(
+            results, load_baselines(recipe.baselines), primary_metrics(specs)
+        )
+    return summary
+
+
+def write_summary(path: str, summary: dict) -> str:
+    """Write a :func:`summarise` summary as a result file (``metrics`` and the other fields)."""
+    extra = {k: v for k, v in summary.items() if k not in ("metrics", "recipe")}
+    return write_results(path, summary["recipe"], summary["metrics"], **extra)
