@@ -9,12 +9,8 @@ from mtl_keras.training.callbacks import (
     TrainingBackup,
     atomic_save_weights,
 )
-from mtl_keras.training.distribute import (
-    ClusterConfigError,
-    WorkerLostError,
-    WorkerTimeoutError,
-    make_strategy,
-)
+from mtl_keras.training.cluster import ClusterConfigError
+from mtl_keras.training.distribute import WorkerLostError, WorkerTimeoutError, make_strategy
 from mtl_keras.training.model import LabelError, MultiTaskModel
 from mtl_keras.training.precision import precision_policy
 from mtl_keras.training.recipe import Recipe

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from mtl_keras.cli import main
 from mtl_keras.training import distribute
-from mtl_keras.training.distribute import ClusterConfigError, parse_tf_config
+from mtl_keras.training.cluster import ClusterConfigError, parse_tf_config
 from mtl_keras.training.recipe import Recipe
 from tests.utils import two_replicas
 
