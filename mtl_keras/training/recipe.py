@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+from collections.abc import Mapping
 from typing import Any
 
+from mtl_keras._names import spelling_key
 from mtl_keras.architectures.init_from_single_task import check_architecture
 from mtl_keras.tasks import available as available_tasks
 from mtl_keras.training.distribute import STRATEGIES
@@ -26,6 +30,125 @@ RECIPE_BUILD_ARGUMENTS = (
     "image_size",
     "task_options",
 )
+
+
+def _integer(value, low: int) -> bool:
+    """An int (not a bool) ``>= low``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def _number(value, low: float, *, above: bool = False) -> bool:
+    """A finite real number (not a bool) ``>= low``, or ``> low`` with ``above``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(value) and (value > low if above else value >= low)
+
+
+def _text(value) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+def _boolean(value) -> bool:
+    return isinstance(value, bool)
+
+
+def _seed(value) -> bool:
+    # NumPy takes seeds in [0, 2**32)
+    return _integer(value, 0) and value < 2**32
+
+
+#: ``{field: (check, what the field must be, an example value for --set)}``; ``tasks``,
+#: ``image_size``, the example counts and the weights inside dicts are checked on their own
+_FIELD_CHECKS = {
+    "name": (_text, "a non-empty string", "my_run"),
+    "dataset": (_text, "a dataset name", "synthetic"),
+    "data_seed": (_seed, "an integer in [0, 2**32)", "0"),
+    "data_dir": (_optional(_text), "null or a folder", "/data/tfds"),
+    "manual_dir": (_optional(_text), "null or a folder", "/data/manual"),
+    "augment": (_boolean, "true or false", "false"),
+    "architecture": (_text, "an architecture name", "hard_sharing"),
+    "backbone": (_text, "a backbone name", "resnet18"),
+    "head": (_text, "a head name", "hrnet"),
+    "balancer": (_text, "a balancer name", "fixed"),
+    "gradient_source": (_text, "a gradient source", "auto"),
+    "gradient_statistics": (_optional(_boolean), "null, true or false", "true"),
+    "adversarial_weight": (
+        lambda v: _number(v, 0.0),
+        ">= 0 (a finite number; 0: no adversarial discriminator)",
+        "0.01",
+    ),
+    "optimizer": (_text, "an optimizer name", "adam"),
+    "learning_rate": (lambda v: _number(v, 0.0, above=True), "> 0 (a finite number)", "1e-3"),
+    "weight_decay": (lambda v: _number(v, 0.0), ">= 0 (a finite number)", "1e-4"),
+    "schedule": (_text, "a schedule name", "poly"),
+    "poly_power": (lambda v: _number(v, 0.0), ">= 0 (a finite number)", "0.9"),
+    "batch_size": (
+        lambda v: _integer(v, 1),
+        "an integer >= 1 (the global batch, split over all replicas)",
+        "8",
+    ),
+    "epochs": (lambda v: _integer(v, 1), "an integer >= 1", "10"),
+    "steps_per_epoch": (
+        _optional(lambda v: _integer(v, 1)),
+        "null (one pass over the training set) or an integer >= 1",
+        "100",
+    ),
+    "seed": (_seed, "an integer in [0, 2**32)", "0"),
+    "deterministic": (_boolean, "true or false", "true"),
+    "jit_compile": (lambda v: v == "auto" or _boolean(v), '"auto", true or false', "false"),
+    "worker_timeout": (
+        lambda v: _number(v, 0.0, above=True),
+        "> 0 (a finite number of seconds)",
+        "120",
+    ),
+    "resume": (_boolean, "true or false", "false"),
+    "run_dir": (_text, "a folder", "runs"),
+    "export_dir": (_text, "a folder", "saved_models"),
+    "export_version": (_optional(lambda v: _integer(v, 1)), "null or an integer >= 1", "2"),
+    "baselines": (_optional(_text), "null or a result file or folder", "runs/baselines"),
+    "image_summaries": (lambda v: _integer(v, 0), "an integer >= 0", "4"),
+}
+#: fields holding a dict, with an example value for --set
+_DICT_FIELDS = {
+    "task_options": '{"semseg": {"num_classes": 21}}',
+    "auxiliary_weights": '{"edges": 50}',
+    "backbone_kwargs": '{"width": 8}',
+    "head_kwargs": '{"filters": 8}',
+    "architecture_kwargs": '{"alpha": 0.9}',
+    "balancer_kwargs": '{"weights": {"semseg": 1, "depth": 2}}',
+}
+
+
+def _field_error(
+    name: str, expected: str, value, example: str, field: str | None = None
+) -> ValueError:
+    """``recipe field NAME must be EXPECTED, got VALUE (e.g. --set FIELD=EXAMPLE)``; ``field``
+    (default ``name``) is the recipe field that holds ``name``."""
+    setting = f"{field or name}={example}"
+    if any(c in example for c in '{}[]" '):
+        setting = f"'{setting}'"
+    return ValueError(
+        f"recipe field {name} must be {expected}, got {value!r} (e.g. --set {setting})"
+    )
+
+
+def _task_names(field: str, value, example: str, minimum: int) -> tuple[str, ...]:
+    """``value`` as a tuple of task names (a list or tuple of strings)."""
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        raise _field_error(field, "a list of task names", value, example)
+    names = tuple(value)
+    if not all(isinstance(t, str) for t in names):
+        raise _field_error(field, "a list of task names", value, example)
+    if len(names) < minimum:
+        raise _field_error(field, "a list of at least one task name", value, example)
+    twice = sorted({t for t in names if names.count(t) > 1})
+    if twice:
+        raise ValueError(f"recipe field {field} lists {twice} more than once; name each task once")
+    return names
 
 
 @dataclasses.dataclass
@@ -46,6 +169,10 @@ class Recipe:
     single-task networks, as the survey's do (Sec. 5): ``init_from_single_task`` is ``None``
     (from scratch), ``{task: checkpoint path}``, or ``"train"``: train each task's single-task
     run first where it has not finished (see ``docs/architectures.md``).
+
+    Every field's type and range is checked when a recipe is made, so also after
+    ``dataclasses.replace`` and ``--set``: a bad value fails before anything runs, with
+    ``recipe field epochs must be an integer >= 1, got 'abc' (e.g. --set epochs=10)``.
     """
 
     name: str
@@ -106,17 +233,13 @@ class Recipe:
     image_summaries: int = 4
 
     def __post_init__(self):
-        self.tasks = tuple(self.tasks)
-        self.auxiliary_tasks = tuple(self.auxiliary_tasks)
-        self.image_size = tuple(int(v) for v in self.image_size)
+        self._check_values()
         unknown = [t for t in (*self.tasks, *self.auxiliary_tasks) if t not in available_tasks()]
         if unknown:
             raise ValueError(
                 f"recipe {self.name!r} names unknown task(s) {unknown}; valid tasks: "
                 f"{', '.join(available_tasks())}"
             )
-        if len(self.image_size) != 2:
-            raise ValueError(f"image_size must be (height, width), got {self.image_size}")
         if self.strategy not in STRATEGIES:
             raise ValueError(
                 f"recipe {self.name!r}: unknown strategy {self.strategy!r}; valid: "
@@ -128,23 +251,82 @@ class Recipe:
                 f"{', '.join(PRECISIONS)}"
             )
         self._check_architecture_fields()
-        if not self.adversarial_weight >= 0:
+
+    def _check_values(self) -> None:
+        """Each field's type and range, so a bad value fails here and not in the middle of a run
+        (``dataclasses.replace`` and ``--set`` overrides come through here too)."""
+        for field, (check, expected, example) in _FIELD_CHECKS.items():
+            if not check(getattr(self, field)):
+                raise _field_error(field, expected, getattr(self, field), example)
+        for field, example in _DICT_FIELDS.items():
+            if not isinstance(getattr(self, field), Mapping):
+                raise _field_error(field, "a dict (a JSON object)", getattr(self, field), example)
+        self.tasks = _task_names("tasks", self.tasks, "semseg,depth", minimum=1)
+        self.auxiliary_tasks = _task_names(
+            "auxiliary_tasks", self.auxiliary_tasks, "normals,edges", minimum=0
+        )
+        size = self.image_size
+        if not (
+            isinstance(size, (list, tuple)) and len(size) == 2 and all(_integer(v, 1) for v in size)
+        ):
+            raise _field_error("image_size", "[height, width], two integers >= 1", size, "[64,64]")
+        self.image_size = tuple(int(v) for v in size)
+        self._check_example_counts()
+        self._check_weights()
+
+    def _check_example_counts(self) -> None:
+        synthetic = spelling_key(self.dataset) == "synthetic"
+        for field, example in (("train_examples", "512"), ("val_examples", "128")):
+            value = getattr(self, field)
+            if synthetic and not _integer(value, 1):
+                raise _field_error(field, "an integer >= 1", value, example)
+            if not synthetic and not (value is None or _integer(value, 1)):
+                expected = "null (the whole split) or an integer >= 1"
+                raise _field_error(field, expected, value, example)
+        if self.train_examples is not None and self.train_examples < self.batch_size:
             raise ValueError(
-                f"recipe {self.name!r}: adversarial_weight must be >= 0 (0: no adversarial "
-                f"discriminator), got {self.adversarial_weight!r}"
-            )
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(
-                f"recipe {self.name!r}: batch_size must be a positive integer (the global batch, "
-                f"split over all replicas), got {self.batch_size!r}"
+                f"recipe field train_examples={self.train_examples} is smaller than batch_size="
+                f"{self.batch_size}, so training would see no full batch; raise train_examples "
+                f"or lower batch_size (e.g. --set batch_size={self.train_examples})"
             )
 
-    def _check_architecture_fields(self) -> None:
-        if not isinstance(self.architecture_kwargs, dict):
-            raise ValueError(
-                f"recipe {self.name!r}: architecture_kwargs must be a dict of builder arguments, "
-                f"got {self.architecture_kwargs!r}"
+    def _check_weights(self) -> None:
+        """Loss weights (``auxiliary_weights``, the fixed balancer's ``weights``): finite, >= 0."""
+        for task, value in self.auxiliary_weights.items():
+            if not _number(value, 0.0):
+                raise _field_error(
+                    f"auxiliary_weights[{task!r}]",
+                    ">= 0 (a finite number)",
+                    value,
+                    json.dumps({task: 1}),
+                    "auxiliary_weights",
+                )
+        weights = self.balancer_kwargs.get("weights")
+        if weights is None:
+            return
+        if isinstance(weights, Mapping):
+            items = list(weights.items())
+        elif isinstance(weights, (list, tuple)):
+            items = list(enumerate(weights))
+        else:
+            raise _field_error(
+                "balancer_kwargs['weights']",
+                "a list of weights in task order or a dict by task name",
+                weights,
+                '{"weights": {"semseg": 1, "depth": 2}}',
+                "balancer_kwargs",
             )
+        for key, value in items:
+            if not _number(value, 0.0):
+                raise _field_error(
+                    f"balancer_kwargs['weights'][{key!r}]",
+                    ">= 0 (a finite number)",
+                    value,
+                    '{"weights": {"semseg": 1, "depth": 2}}',
+                    "balancer_kwargs",
+                )
+
+    def _check_architecture_fields(self) -> None:
         fields = sorted(set(self.architecture_kwargs) & set(RECIPE_BUILD_ARGUMENTS))
         if fields:
             raise ValueError(
