@@ -147,6 +147,7 @@ def classification_task(
             )
         ],
         score_labelled_only=score_labelled_only,
+        valid_mask=lambda y: losses.valid_class_pixels(y, ignore_value),
     )
 
 
@@ -172,24 +173,29 @@ def binary_task(
     def baseline(labels: np.ndarray) -> np.ndarray:
         return np.array([_logit(1.0)], np.float32)
 
+    ignore_value = 255
+
     return TaskSpec(
         name=name,
         channels=1,
         label_channels=1,
         label_dtype="float32",
-        loss=lambda y, p, **kw: losses.balanced_bce(y, p, pos_weight=pos_weight, **kw),
+        loss=lambda y, p, **kw: losses.balanced_bce(
+            y, p, pos_weight=pos_weight, ignore_value=ignore_value, **kw
+        ),
         metrics=metrics,
         higher_is_better=higher_is_better,
         primary_metric=primary,
         activate=lambda raw: tf.sigmoid(tf.cast(raw, tf.float32)),
         serve=lambda raw: {f"{name}_prob": tf.sigmoid(tf.cast(raw, tf.float32))},
         interpolation="nearest",
-        ignore_value=255,
+        ignore_value=ignore_value,
         baseline=baseline,
         colorize=colorize_unit,
-        geometry=LabelGeometry(resample="nearest", fill=255.0),
+        geometry=LabelGeometry(resample="nearest", fill=float(ignore_value)),
         feature="float32",
         saved=UNIT_PNG,
         protocol_metrics=protocol_metrics,
         protocol_primary=protocol_primary,
+        valid_mask=lambda y: losses.valid_binary_pixels(y, ignore_value),
     )

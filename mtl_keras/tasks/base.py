@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 Tensor = Any
 
@@ -107,6 +108,8 @@ class TaskSpec:
             selection under that protocol; None uses ``primary_metric``.
         score_labelled_only: a protocol skips images whose label is entirely ``ignore_value``
             (the survey scores human parts on images with people only).
+        valid_mask: ``valid_mask(label (B, H, W, C)) -> bool (B, H, W)``: the pixels the loss
+            supervises (the loss uses the same function); None: every pixel.
         options: the keyword arguments of the registered factory that built this spec
             (``tasks.get(name, **options)``): with ``name`` they are the spec's config, from which
             a saved model rebuilds it (:meth:`get_config`, ``tasks.from_config``).
@@ -135,6 +138,80 @@ class TaskSpec:
     protocol_metrics: Callable[[Any], list] | None = None
     protocol_primary: Callable[[Any], str] | None = None
     score_labelled_only: bool = False
+    valid_mask: Callable[[Tensor], Tensor] | None = None
+
+    def count_valid_pixels(self, label) -> tf.Tensor:
+        """The number of pixels of a label batch ``(B, H, W, C)`` that the loss supervises.
+
+        An int32 scalar, in graph or eager mode: 0 for a batch the loss gets nothing from (all
+        pixels ignored, no valid depth, no non-zero normal).
+
+        Example:
+            >>> from mtl_keras.tasks import get
+            >>> int(get("semseg", num_classes=3).count_valid_pixels([[[[0], [255], [2]]]]))
+            2
+        """
+        label = tf.convert_to_tensor(label)
+        if self.valid_mask is None:
+            return tf.size(label[..., 0], out_type=tf.int32)
+        return tf.reduce_sum(tf.cast(self.valid_mask(label), tf.int32))
+
+    def check_label(self, label) -> None:
+        """Refuse a label map ``(H, W, C)`` or batch ``(B, H, W, C)`` the loss would misread.
+
+        Checks, eagerly (NumPy arrays or eager tensors): the channel count, that float labels are
+        finite, and for classification tasks that every class id not ``ignore_value`` lies in
+        ``0 .. num_classes - 1`` (the loss would otherwise train on a class that does not exist).
+
+        Raises:
+            ValueError: naming the task, what was found and how to fix it.
+            TypeError: for a symbolic tensor (call it on concrete labels, e.g. in a data loader).
+
+        Example:
+            >>> from mtl_keras.tasks import get
+            >>> get("semseg", num_classes=3).check_label(np.array([[[0], [255], [2]]]))
+        """
+        if tf.is_tensor(label) and not hasattr(label, "numpy"):
+            raise TypeError(
+                f"task {self.name!r}: check_label runs on concrete labels (NumPy arrays or eager "
+                "tensors), not on a symbolic tensor; call it where the data is loaded"
+            )
+        array = np.asarray(label)
+        if array.ndim not in (3, 4) or array.shape[-1] != self.label_channels:
+            raise ValueError(
+                f"task {self.name!r}: a label is (H, W, {self.label_channels}) or (B, H, W, "
+                f"{self.label_channels}), got shape {array.shape}"
+            )
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            blank = self.ignore_value if self.ignore_value is not None else 0
+            raise ValueError(
+                f"task {self.name!r}: the label holds {int((~np.isfinite(array)).sum())} NaN or "
+                f"inf value(s); mark pixels without a label with {blank} instead"
+            )
+        if self.num_classes is not None:
+            self._check_class_ids(array[..., 0])
+
+    def _check_class_ids(self, ids: np.ndarray) -> None:
+        labelled = (
+            np.ones(ids.shape, bool) if self.ignore_value is None else ids != self.ignore_value
+        )
+        bad = labelled & ((ids < 0) | (ids >= self.num_classes))
+        if ids.dtype.kind == "f":
+            bad |= labelled & (ids != np.floor(ids))
+        if not bad.any():
+            return
+        found = np.unique(ids[bad])
+        shown = ", ".join(
+            f"{v:g}" if isinstance(v, float) else str(v) for v in found[:5].tolist()
+        ) + (", ..." if len(found) > 5 else "")
+        ignore = "" if self.ignore_value is None else f", {self.ignore_value} = ignore"
+        suggestion = int(max(found.max(), 0)) + 1
+        raise ValueError(
+            f"task {self.name!r}: the label holds class id(s) {shown} at {int(bad.sum())} "
+            f"pixel(s), but the task has {self.num_classes} classes (ids 0..{self.num_classes - 1}"
+            f"{ignore}); relabel those pixels or raise num_classes (e.g. --set "
+            f'\'task_options={{"{self.name}": {{"num_classes": {suggestion}}}}}\')'
+        )
 
     def evaluation_metrics(self, protocol) -> list:
         """Fresh metrics of this task under an evaluation protocol."""

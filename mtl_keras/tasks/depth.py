@@ -49,4 +49,5 @@ def depth() -> TaskSpec:
         feature="float32",
         # saved as float .mat files, resized bilinearly
         saved=SavedPrediction(interpolation="bilinear", quantize=False),
+        valid_mask=losses.valid_depth_pixels,
     )

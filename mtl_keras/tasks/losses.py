@@ -25,11 +25,37 @@ def _safe_mean(total: tf.Tensor, count: tf.Tensor, count_mean=_identity) -> tf.T
     return tf.math.divide_no_nan(total, count_mean(tf.cast(count, tf.float32)))
 
 
+def valid_class_pixels(label, ignore_value: int | None = 255) -> tf.Tensor:
+    """(B, H, W) bool: pixels of a class map ``(B, H, W, 1)`` not labelled ``ignore_value``."""
+    ids = tf.cast(label[..., 0], tf.int32)
+    if ignore_value is None:
+        return tf.ones_like(ids, tf.bool)
+    return tf.not_equal(ids, ignore_value)
+
+
+def valid_depth_pixels(label) -> tf.Tensor:
+    """(B, H, W) bool: pixels of a depth map ``(B, H, W, 1)`` with a valid (> 0) depth."""
+    return tf.cast(label, tf.float32)[..., 0] > 0.0
+
+
+def valid_vector_pixels(label) -> tf.Tensor:
+    """(B, H, W) bool: pixels of a vector map ``(B, H, W, C)`` (normals) that are not zero."""
+    return tf.reduce_any(tf.not_equal(tf.cast(label, tf.float32), 0.0), axis=-1)
+
+
+def valid_binary_pixels(label, ignore_value: int | None = 255) -> tf.Tensor:
+    """(B, H, W) bool: pixels of a binary map ``(B, H, W, 1)`` not labelled ``ignore_value``."""
+    label = tf.cast(label, tf.float32)[..., 0]
+    if ignore_value is None:
+        return tf.ones_like(label, tf.bool)
+    return tf.not_equal(label, float(ignore_value))
+
+
 def softmax_cross_entropy(label, logits, *, ignore_value: int = 255, count_mean=_identity):
     """Softmax cross-entropy averaged over pixels whose label is not ``ignore_value``."""
     logits = tf.cast(logits, tf.float32)
+    valid = valid_class_pixels(label, ignore_value)
     label = tf.cast(label[..., 0], tf.int32)
-    valid = tf.not_equal(label, ignore_value)
     safe_label = tf.where(valid, label, tf.zeros_like(label))
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_label, logits=logits)
     ce = tf.where(valid, ce, tf.zeros_like(ce))
@@ -40,7 +66,7 @@ def masked_l1_depth(label, prediction, *, count_mean=_identity) -> tf.Tensor:
     """L1 between predicted and true depth over pixels with a valid (non-zero) label."""
     label = tf.cast(label, tf.float32)
     prediction = tf.cast(prediction, tf.float32)
-    valid = tf.cast(label > 0.0, tf.float32)
+    valid = tf.cast(valid_depth_pixels(label)[..., None], tf.float32)
     err = tf.abs(prediction - label) * valid
     return _safe_mean(tf.reduce_sum(err), tf.reduce_sum(valid), count_mean)
 
@@ -59,7 +85,7 @@ def normals_l1(label, prediction, *, count_mean=_identity) -> tf.Tensor:
     divided by their number (3 per valid pixel), as the survey's ``NormalsLoss(normalize=True)``.
     """
     label = tf.cast(label, tf.float32)
-    valid = tf.cast(tf.reduce_any(tf.not_equal(label, 0.0), axis=-1, keepdims=True), tf.float32)
+    valid = tf.cast(valid_vector_pixels(label)[..., None], tf.float32)
     err = tf.abs(l2_normalize(prediction) - label) * valid
     return _safe_mean(tf.reduce_sum(err), 3.0 * tf.reduce_sum(valid), count_mean)
 
@@ -75,10 +101,7 @@ def balanced_bce(
     """
     label = tf.cast(label, tf.float32)
     logits = tf.cast(logits, tf.float32)
-    if ignore_value is None:
-        valid = tf.ones_like(label)
-    else:
-        valid = tf.cast(tf.not_equal(label, float(ignore_value)), tf.float32)
+    valid = tf.cast(valid_binary_pixels(label, ignore_value)[..., None], tf.float32)
     y = tf.where(label > 0.5, 1.0, 0.0) * valid
     if pos_weight is None:
         n_valid = tf.maximum(count_mean(tf.reduce_sum(valid)), 1.0)

@@ -88,4 +88,5 @@ def normals() -> TaskSpec:
             quantize=True,
             decode=lambda x: 2.0 * np.asarray(x, np.float32) / 255.0 - 1.0,
         ),
+        valid_mask=losses.valid_vector_pixels,
     )
