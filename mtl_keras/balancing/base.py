@@ -219,13 +219,27 @@ class GradientBalancer(Balancer):
         )
 
     def _prepare_aggregate(self, jacobian, losses, step):
-        """Validate a (T, P) Jacobian, set up tasks on first use, default losses and step."""
+        """Validate a (T, P) Jacobian, set up tasks on first use, default losses and step.
+
+        A Jacobian that is not floating point is refused (``aggregate`` returns the update in the
+        Jacobian's dtype, which would truncate it). NaN or inf entries are refused: at once for a
+        concrete (eager) Jacobian, by ``tf.debugging.assert_all_finite`` when the step runs in a
+        graph (a no-op under XLA, which has no such check).
+        """
         jacobian = tf.convert_to_tensor(jacobian)
+        if not jacobian.dtype.is_floating:
+            raise TypeError(
+                f"aggregate expects a floating-point (T, P) Jacobian, got {jacobian.dtype.name} "
+                "(the update comes back in that dtype, truncated); cast it first, e.g. "
+                "aggregate(tf.cast(J, tf.float32))"
+            )
         if jacobian.shape.rank != 2:
             raise ValueError(
-                f"aggregate expects a (T, P) Jacobian, got shape {jacobian.shape}; stack the "
-                "flattened per-task gradients as rows"
+                f"aggregate expects a (T, P) Jacobian (T tasks, P parameters), got shape "
+                f"{jacobian.shape}; stack the flattened per-task gradients as rows"
             )
+        if jacobian.shape[0] == 0:
+            raise ValueError("aggregate expects a (T, P) Jacobian with T >= 1 task rows, got 0")
         if not self.task_names:
             self.setup([f"task_{i}" for i in range(jacobian.shape[0])])
         elif jacobian.shape[0] is not None and jacobian.shape[0] != self.num_tasks:
@@ -234,6 +248,17 @@ class GradientBalancer(Balancer):
                 f"with {jacobian.shape[0]} rows; use a new balancer for a different task count"
             )
         j32 = tf.cast(jacobian, tf.float32)
+        message = (
+            f"{type(self).__name__}.aggregate got a Jacobian with NaN or inf entries; check the "
+            "task losses and gradients (a NaN label, a too large learning rate) before balancing"
+        )
+        if tf.executing_eagerly():  # concrete: say which rows
+            finite = tf.reduce_all(tf.math.is_finite(j32), axis=1).numpy()
+            if not finite.all():
+                rows = [name for name, ok in zip(self.task_names, finite) if not ok]
+                raise ValueError(f"{message}; non-finite rows: {rows}")
+        else:
+            j32 = tf.debugging.assert_all_finite(j32, message)
         if losses is None:
             losses = tf.ones([tf.shape(j32)[0]], tf.float32)
         if step is None:
