@@ -7,14 +7,18 @@ probabilities. Deep-supervision outputs are dropped. The image is resized to the
 network expects, predicted, and the raw predictions are resized back (bilinear) before activation.
 
 Exports are atomic: the SavedModel is written into a hidden temporary folder next to the target
-(TF Serving only loads numeric version folders) and renamed into place when complete.
+(TF Serving only loads numeric version folders) and renamed into place when complete. The folder
+gets the usual mode of a new folder (``0o777`` less the umask), so a server running as another
+user can read it.
 """
 
 from __future__ import annotations
 
+import errno
+import numbers
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Mapping
 
 import keras
@@ -63,6 +67,21 @@ def _next_version(root: str) -> int:
     return max(versions, default=0) + 1
 
 
+def _new_hidden_folder(root: str, version: int) -> str:
+    """A new empty folder ``root/.tmp-<version>-<random>`` with the umask's mode.
+
+    ``os.mkdir`` applies the umask (``tempfile.mkdtemp`` would make it ``0o700``, and the mode
+    stays with the folder when it is renamed into place).
+    """
+    while True:
+        path = os.path.join(root, f".tmp-{version}-{secrets.token_hex(6)}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+
+
 def export_saved_model(
     network: keras.Model,
     tasks: dict[str, TaskSpec],
@@ -72,8 +91,24 @@ def export_saved_model(
     image_size,
     version: int | None = None,
 ) -> str:
-    """Export ``network`` to ``export_dir/name/version`` atomically and return that path."""
+    """Export ``network`` to ``export_dir/name/version`` atomically and return that path.
+
+    Raises:
+        ValueError: ``version`` is not an integer >= 1.
+        FileExistsError: the target version folder exists.
+        OSError: a folder cannot be created or written (a file in the way, no permission, a full
+            disk); the error names the path.
+    """
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 1
+    ):
+        raise ValueError(
+            f"export version must be an integer >= 1 (TF Serving loads numeric version folders), "
+            f"got {version!r}"
+        )
     root = os.path.join(export_dir, name)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), root)
     os.makedirs(root, exist_ok=True)
     version = _next_version(root) if version is None else int(version)
     target = os.path.join(root, str(version))
@@ -86,9 +121,14 @@ def export_saved_model(
         fn=serving_function(network, tasks, image_size),
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
     )
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=root)
+    tmp = _new_hidden_folder(root, version)
     try:
-        archive.write_out(tmp, verbose=False)
+        try:
+            archive.write_out(tmp, verbose=False)
+        except tf.errors.PermissionDeniedError as err:
+            raise PermissionError(errno.EACCES, err.message, target) from err
+        except tf.errors.ResourceExhaustedError as err:  # how TensorFlow reports ENOSPC
+            raise OSError(errno.ENOSPC, err.message, target) from err
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
