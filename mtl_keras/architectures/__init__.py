@@ -41,7 +41,11 @@ def _single_task(tasks, **kwargs):
     """One task's network: hard sharing's encoder and head (a single-task baseline of Δ_MTL)."""
     tasks = list(tasks)
     if len(tasks) != 1:
-        raise ValueError(f"single_task takes exactly one task, got {len(tasks)}: {tasks}")
+        names = [getattr(t, "name", t) for t in tasks]
+        raise ValueError(
+            f"single_task takes exactly one task, got {len(tasks)}: {names}; give one task (e.g. "
+            "--set tasks=semseg) or use a multi-task architecture such as hard_sharing"
+        )
     return build_single_task(tasks[0], **kwargs)
 
 
