@@ -35,6 +35,7 @@ from mtl_keras.architectures.nddr import build_nddr
 from mtl_keras.architectures.padnet import build_padnet
 from mtl_keras.architectures.papnet import build_papnet
 from mtl_keras.architectures.sluice import build_sluice
+from mtl_keras.architectures.weights_file import WeightsMismatchError, load_weights_file
 
 
 def _single_task(tasks, **kwargs):
@@ -126,6 +127,7 @@ __all__ = [
     "SOFT_SHARING_ARCHITECTURES",
     "SharedRepresentation",
     "Sharing",
+    "WeightsMismatchError",
     "available",
     "build",
     "build_astmt",
@@ -147,6 +149,7 @@ __all__ = [
     "is_auxiliary",
     "keyword_arguments",
     "load_single_task_networks",
+    "load_weights_file",
     "sharing_of",
     "task_of",
 ]

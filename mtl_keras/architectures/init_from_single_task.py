@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from collections.abc import Mapping
 
 import h5py
@@ -30,6 +29,7 @@ import keras
 
 from mtl_keras.architectures._blocks import STAGES
 from mtl_keras.architectures.hard_sharing import build_single_task
+from mtl_keras.architectures.weights_file import WeightsMismatchError, load_weights_file
 from mtl_keras.tasks import TaskSpec
 
 #: Registry names (``mtl_keras.architectures.ARCHITECTURES``) of the architectures with the task
@@ -133,21 +133,24 @@ def init_from_single_task(
 
 
 def _load_weights_file(model: keras.Model, path: str) -> None:
-    """Load a ``.weights.h5`` of the network itself, or of a trainer wrapping it."""
-    with warnings.catch_warnings():
-        # Keras 3.15 warns about the containers of nested functional models on every load
-        warnings.filterwarnings("ignore", message="Skipping nested container")
-        _load_network_or_trainer_weights(model, path)
+    """Load a ``.weights.h5`` of the network itself, or of a trainer wrapping it.
 
-
-def _load_network_or_trainer_weights(model: keras.Model, path: str) -> None:
+    A file whose variables have other shapes than the network's is refused naming the first such
+    variable and both shapes (:class:`~mtl_keras.architectures.weights_file.WeightsMismatchError`).
+    """
     try:
-        model.load_weights(path)
+        load_weights_file(model, path)
         return
+    except WeightsMismatchError as first_error:
+        error = mismatch = first_error
     except (ValueError, KeyError) as first_error:
-        error = first_error
+        error, mismatch = first_error, None
     # a trainer's checkpoint stores the wrapped network under "layers/<name>"
     with h5py.File(path, "r") as f:
+        if set(f) - {"layers", "vars"}:
+            # a trainer's checkpoint (it also holds an optimizer and a balancer): the shapes that
+            # count are those of the network inside it
+            mismatch = None
         candidates = list(f["layers"]) if "layers" in f else []
         for group in candidates:
             with tempfile.TemporaryDirectory() as tmp:
@@ -156,10 +159,14 @@ def _load_network_or_trainer_weights(model: keras.Model, path: str) -> None:
                     for key in f[f"layers/{group}"]:
                         f.copy(f[f"layers/{group}/{key}"], out, name=key)
                 try:
-                    model.load_weights(extracted)
+                    load_weights_file(model, extracted, source=f"{path} (layers/{group})")
                     return
+                except WeightsMismatchError as e:
+                    mismatch = mismatch or e
                 except (ValueError, KeyError):
                     continue
+    if mismatch is not None:
+        raise mismatch
     raise ValueError(
         f"{path!r} holds neither the weights of {model.name!r} nor a training checkpoint "
         f"wrapping it ({error}); build the single-task network with the recipe's backbone and head"
