@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -33,20 +34,21 @@ def _recipe(args):
 
 
 def _load_trained(recipe, weights: str | None):
+    from mtl_keras.architectures import load_weights_file
     from mtl_keras.training import run
     from mtl_keras.training.precision import precision_policy
 
+    path = weights or os.path.join(recipe.output_dir, "checkpoints", "last.weights.h5")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"no weights at {path}; train first (mtl-keras train --recipe {recipe.name}) "
+            "or pass --weights PATH"
+        )
     bundle = run.load_data(recipe)
     specs = run.task_specs(recipe, bundle.task_options)
     with precision_policy(recipe.precision):  # the layers' dtypes (and optimizer) of training
         model = run.build_model(recipe, specs, steps=1)
-    path = weights or os.path.join(recipe.output_dir, "checkpoints", "last.weights.h5")
-    if not os.path.exists(path):
-        raise SystemExit(
-            f"error: no weights at {path}; train first (mtl-keras train --recipe {recipe.name}) "
-            "or pass --weights PATH"
-        )
-    model.load_weights(path)
+    load_weights_file(model, path)
     return model, bundle, specs
 
 
@@ -223,13 +225,41 @@ def _load_tensorflow(debug: bool) -> None:
         import tensorflow  # noqa: F401
 
 
+def _integer(low: int, meaning: str = ""):
+    """An argparse ``type``: an integer ``>= low`` (``meaning`` explains the bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}{meaning}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: exit codes of ``main`` (also in the help's epilog and the README)
+EXIT_REFUSED = 2
+EXIT_FILE = 3
+
+EPILOG = (
+    "Run 'mtl-keras COMMAND --help' for a command's options. Exit codes: 0 done; 1 an unexpected "
+    "error (a bug; its traceback is shown); 2 the input was refused (an argument, a recipe field, "
+    "a name, the content of a file) or the run stopped on an error it reports; 3 a file or folder "
+    "could not be read or written (missing, empty or corrupt, no permission, a file where a "
+    "folder is expected, a full disk). Errors are one line; --debug shows their traceback."
+)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; ``compare``'s own arguments are added only when ``command`` is ``compare``
     (they come from `mtl_keras.evaluation.compare`, which imports TensorFlow)."""
     p = argparse.ArgumentParser(
         prog="mtl-keras",
         description=" ".join(__doc__.split("\n\n")[:3]).replace("``", ""),
-        epilog="Run 'mtl-keras COMMAND --help' for a command's options.",
+        epilog=EPILOG,
     )
     p.add_argument("--version", action="version", version=f"mtl-keras {mtl_keras.__version__}")
     p.add_argument(
@@ -284,15 +314,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     recipe_args(sp)
     sp.add_argument("--weights")
     sp.add_argument("--export-dir")
-    sp.add_argument("--version", type=int)
+    sp.add_argument(
+        "--version",
+        type=_integer(1, " (a TF Serving version folder)"),
+        help="version folder to write (default: one above the highest there)",
+    )
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("preview", help="write a PNG grid of synthetic images and labels")
     sp.add_argument("--out", default="runs/preview.png")
-    sp.add_argument("--n", type=int, default=6)
-    sp.add_argument("--image-size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
+    sp.add_argument("--n", type=_integer(1), default=6, help="number of scenes")
+    sp.add_argument(
+        "--image-size", type=_integer(1), nargs=2, default=(128, 128), metavar=("H", "W")
+    )
     sp.add_argument("--split", default="train")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=_integer(0), default=0)
     sp.set_defaults(func=cmd_preview)
 
     sp = sub.add_parser(
@@ -305,7 +341,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     sp.add_argument("--backbone")
     sp.add_argument("--tasks", help="comma-separated task names (with --arch)")
-    sp.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    sp.add_argument("--image-size", type=_integer(1), nargs=2, default=None, metavar=("H", "W"))
     sp.set_defaults(func=cmd_summary)
 
     sp = sub.add_parser("compare", help="Markdown table and Δ_MTL chart over run folders")
@@ -317,9 +353,42 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+#: what to do about an OSError, by errno
+_FILE_ERROR_FIXES = {
+    errno.EACCES: "no permission: choose another path (--out, --export-dir, --set run_dir=...) "
+    "or change its permissions",
+    errno.EPERM: "not permitted: choose another path (--out, --export-dir, --set run_dir=...)",
+    errno.EROFS: "a read-only file system: write elsewhere (--out, --export-dir, "
+    "--set run_dir=...)",
+    errno.ENOSPC: "the disk is full: free space or write elsewhere (--out, --export-dir, "
+    "--set run_dir=...)",
+    errno.EDQUOT: "the disk quota is used up: free space or write elsewhere",
+    errno.ENOTDIR: "a file stands where a folder is expected: remove it or choose another path",
+    errno.EISDIR: "a folder stands where a file is expected: give the file's path",
+    errno.EEXIST: "it exists already: remove it or choose another path",
+    errno.ENOENT: "check the path",
+}
+
+
+def _path_text(name) -> str:
+    """An OSError's file name as text (a path, bytes or a file descriptor)."""
+    return os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
+
+
+def _file_error(err: OSError) -> str:
+    """One line for an OSError: the path, the problem and what to do about it."""
+    if err.filename is None or not err.strerror:
+        return str(err)
+    where = _path_text(err.filename)
+    if err.filename2 is not None:
+        where += f" -> {_path_text(err.filename2)}"
+    fix = _FILE_ERROR_FIXES.get(err.errno)
+    return f"{where}: {err.strerror}" + (f"; {fix}" if fix else "")
+
+
 def _user_error(err: Exception) -> bool:
     """Whether ``err`` is one a user acts on from its message (printed without a traceback)."""
-    if isinstance(err, (ValueError, FileNotFoundError, FileExistsError)):
+    if isinstance(err, ValueError):
         return True
     if "mtl_keras.training" not in sys.modules:  # its errors can only come from it once imported
         return False
@@ -367,17 +436,22 @@ def main(argv: list[str] | None = None) -> int:
         _load_tensorflow(args.debug)
     if args.command == "summary" and not (args.recipe or args.arch or args.backbone):
         print("error: summary needs --recipe, --arch or --backbone", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     if args.command == "summary":
         args.image_size_given = args.image_size is not None
         args.image_size = args.image_size or (224, 224)
     try:
         return args.func(args)
+    except OSError as err:
+        if args.debug:
+            raise
+        print(f"error: {_file_error(err)}", file=sys.stderr)
+        return EXIT_FILE
     except Exception as err:
         if args.debug or not _user_error(err):
             raise
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
 
 
 if __name__ == "__main__":
