@@ -178,10 +178,6 @@ def plan(args):
     return runs
 
 
-def _jsonable(value):
-    return json.loads(json.dumps(value, default=str))
-
-
 def finished(recipe) -> bool:
     """Whether ``recipe``'s run is done; refuses a finished run trained with other settings."""
     from mtl_keras.training import resume
@@ -189,13 +185,11 @@ def finished(recipe) -> bool:
     folder = recipe.output_dir
     if not os.path.exists(os.path.join(folder, "results.json")):
         return False
-    with open(os.path.join(folder, "recipe.json")) as f:
-        stored = json.load(f)
-    wanted = _jsonable(resume.fingerprint(recipe))
-    differ = sorted(k for k in wanted if stored.get(k) != wanted[k])
-    if differ:
+    differ = resume.recorded_differences(folder, recipe)
+    if differ != []:
+        settings = f"other {differ}" if differ else "unrecorded settings (no recipe.json)"
         raise ValueError(
-            f"{folder} finished with other {differ} than asked now; remove it (or pass another "
+            f"{folder} finished with {settings}, not those asked now; remove it (or pass another "
             "--out-dir) to train it again"
         )
     return True

@@ -9,7 +9,6 @@ constant fitted on the training labels (majority class, mean depth, ...).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import keras
@@ -20,7 +19,7 @@ from mtl_keras import architectures
 from mtl_keras.tasks import TaskSpec
 from mtl_keras.training.callbacks import AtomicCheckpoint
 from mtl_keras.training.recipe import Recipe
-from mtl_keras.training.resume import fingerprint
+from mtl_keras.training.resume import recorded_differences
 
 
 def single_task_recipe(recipe: Recipe, task: str) -> Recipe:
@@ -76,14 +75,12 @@ def missing_single_task_runs(recipe: Recipe) -> list[Recipe]:
         if not (os.path.exists(done) and os.path.exists(checkpoint_path(single))):
             missing.append(single)
             continue
-        with open(os.path.join(single.output_dir, "recipe.json")) as f:
-            stored = json.load(f)
-        wanted = json.loads(json.dumps(fingerprint(single), default=str))
-        differ = sorted(k for k in wanted if stored.get(k) != wanted[k])
-        if differ:
+        differ = recorded_differences(single.output_dir, single)
+        if differ != []:
+            settings = f"other {differ}" if differ else "unrecorded settings (no recipe.json)"
             raise ValueError(
                 f"the single-task run {single.output_dir!r} that initialises {recipe.name!r} was "
-                f"trained with other {differ}; remove that folder to train it again, or pass "
+                f"trained with {settings}; remove that folder to train it again, or pass "
                 "init_from_single_task={task: checkpoint path}"
             )
     return missing

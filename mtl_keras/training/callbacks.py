@@ -181,17 +181,23 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
     ``<directory>/last.weights.h5`` is replaced atomically; a crash mid-write leaves the previous
     checkpoint intact, and an epoch that ended with a non-finite loss never overwrites it.
+
+    ``written`` tells whether that file holds this run's weights: true once this callback has
+    saved, and from the start for a run resumed from its backup (``resumed=True``: the run's
+    earlier part saved it). A file left by an earlier run in the same folder is not this run's.
     """
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, *, resumed: bool = False):
         super().__init__()
         self.directory = directory
         self.path = os.path.join(directory, "last.weights.h5")
+        self.written = resumed and os.path.exists(self.path)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if all(math.isfinite(float(np.mean(v))) for k, v in logs.items() if k.endswith("loss")):
             atomic_save_weights(self.model, self.path)
+            self.written = True
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
@@ -199,13 +205,27 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
     The error says which task(s) went non-finite, at which step, and where the last good
     checkpoint is (left untouched, see :class:`AtomicCheckpoint`).
+
+    Args:
+        task_names: the tasks whose ``{task}_loss`` logs are watched.
+        checkpoint: the run's :class:`AtomicCheckpoint`, named once it holds this run's weights
+            (``written``); or a path, named whenever that file exists.
     """
 
-    def __init__(self, task_names, checkpoint_path: str | None = None):
+    def __init__(self, task_names, checkpoint: AtomicCheckpoint | str | None = None):
         super().__init__()
         self.task_names = tuple(task_names)
-        self.checkpoint_path = checkpoint_path
+        self.checkpoint = checkpoint
         self._step = 0
+
+    @property
+    def last_good(self) -> str | None:
+        """The checkpoint the error names, or None when this run has none yet."""
+        if isinstance(self.checkpoint, AtomicCheckpoint):
+            return self.checkpoint.path if self.checkpoint.written else None
+        if self.checkpoint and os.path.exists(self.checkpoint):
+            return self.checkpoint
+        return None
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
@@ -219,10 +239,11 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             bad = ["<total>"]
         if bad:
             self.model.stop_training = True
+            last_good = self.last_good
             where = (
-                f"the last good checkpoint is kept at {self.checkpoint_path}"
-                if self.checkpoint_path and os.path.exists(self.checkpoint_path)
-                else "no checkpoint had been written yet"
+                f"the last good checkpoint is kept at {last_good}"
+                if last_good
+                else "this run had not written a checkpoint yet"
             )
             raise NonFiniteLossError(
                 f"non-finite loss for task(s) {bad} at training step {self._step}; {where}. "

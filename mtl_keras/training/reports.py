@@ -40,17 +40,49 @@ def evaluate_model(model: MultiTaskModel, val: tf.data.Dataset) -> dict:
     return {k: float(np.mean(v)) for k, v in logs.items()}
 
 
+def read_baselines(recipe: Recipe, specs: dict[str, TaskSpec]) -> dict[str, float] | None:
+    """The single-task results ``recipe.baselines`` names, checked for Δ_MTL before a run trains.
+
+    Returns ``None`` when the recipe names no baselines.
+
+    Raises:
+        FileNotFoundError: a named file or folder does not exist.
+        ValueError: the files lack a task's primary metric, or it is 0 (its relative change is
+            undefined); the files, the task and the metric are named.
+    """
+    if not recipe.baselines:
+        return None
+    values = load_baselines(recipe.baselines)
+    for spec in specs.values():
+        key = spec.metric_id(spec.primary_metric)
+        if key not in values:
+            raise ValueError(
+                f"recipe {recipe.name!r}: baselines={recipe.baselines!r} has no {key!r}, the "
+                f"metric of task {spec.name!r} that Δ_MTL compares (found: {sorted(values)}); "
+                "add that task's single-task results.json to baselines, or set baselines=null"
+            )
+        if values[key] == 0.0:
+            raise ValueError(
+                f"recipe {recipe.name!r}: baselines={recipe.baselines!r} gives {key!r} (task "
+                f"{spec.name!r}) as 0, so Δ_MTL's relative change is undefined; check that "
+                "task's single-task result file"
+            )
+    return values
+
+
 def summarise(
     recipe: Recipe,
     network: keras.Model,
     specs: dict[str, TaskSpec],
     results: dict,
     baseline: dict,
+    baselines: dict[str, float] | None = None,
     **fields,
 ) -> dict:
     """The run's summary: metrics, trivial baseline, ``fields``, size, FLOPs and Δ_MTL.
 
-    Δ_MTL (over every task's primary metric) is there when the recipe names ``baselines``.
+    Δ_MTL (over every task's primary metric) is there when ``baselines`` (single-task metrics,
+    :func:`read_baselines`) are given.
     """
     summary = {
         "recipe": recipe.name,
@@ -60,10 +92,8 @@ def summarise(
         **count_params(network),
         "flops": count_flops(network, (*recipe.image_size, 3)),
     }
-    if recipe.baselines:
-        summary["delta_mtl"] = delta_mtl(
-            results, load_baselines(recipe.baselines), primary_metrics(specs)
-        )
+    if baselines is not None:
+        summary["delta_mtl"] = delta_mtl(results, baselines, primary_metrics(specs))
     return summary
 
 

@@ -13,7 +13,6 @@ trainer), :mod:`~mtl_keras.training.baselines` (single-task runs, trivial baseli
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -38,12 +37,7 @@ from mtl_keras.training.building import (
     steps_per_epoch,
     task_specs,
 )
-from mtl_keras.training.callbacks import (
-    AtomicCheckpoint,
-    NonFiniteLossGuard,
-    PredictionImages,
-    atomic_write_text,
-)
+from mtl_keras.training.callbacks import AtomicCheckpoint, NonFiniteLossGuard, PredictionImages
 from mtl_keras.training.distribute import make_strategy
 from mtl_keras.training.precision import precision_policy
 from mtl_keras.training.recipe import Recipe
@@ -51,10 +45,11 @@ from mtl_keras.training.reports import (
     evaluate_model,
     format_table,
     primary_metrics,
+    read_baselines,
     summarise,
     write_summary,
 )
-from mtl_keras.training.resume import training_backup
+from mtl_keras.training.resume import claim_run_folder, training_backup
 
 #: ``train`` and the building and report functions ``mtl_keras.cli`` reaches through this module
 __all__ = [
@@ -88,6 +83,11 @@ def train(
     resume state is removed once the run has finished.
     Under a multi-worker strategy every worker trains, but only the chief writes files.
 
+    Before anything trains, the ``baselines`` files are checked for every task's metric
+    (:func:`~mtl_keras.training.reports.read_baselines`), and each run folder is claimed once
+    its model is built (:func:`~mtl_keras.training.resume.claim_run_folder`): one recorded for
+    other settings is refused, and temporaries of an interrupted checkpoint or export are removed.
+
     Args:
         recipe: the experiment.
         verbose: Keras ``fit`` verbosity.
@@ -98,44 +98,45 @@ def train(
     distribute.check_batch_size(recipe.batch_size, strategy)
     if recipe.deterministic:
         tf.config.experimental.enable_op_determinism()
+    baselines = read_baselines(recipe, task_specs(recipe))
     for single in missing_single_task_runs(recipe):
         _run(single, strategy, verbose, False, [])
-    return _run(recipe, strategy, verbose, export, callbacks or [])
+    return _run(recipe, strategy, verbose, export, callbacks or [], baselines)
 
 
-def _run(recipe, strategy, verbose, export, extra_callbacks) -> dict:
+def _run(recipe, strategy, verbose, export, extra_callbacks, baselines=None) -> dict:
     set_seed(recipe.seed)
     chief = distribute.is_chief(strategy)
     # non-chief workers write their (identical) logs and checkpoints to a private folder
     out = recipe.output_dir if chief else tempfile.mkdtemp(prefix="mtl-keras-worker-")
     try:
         with precision_policy(recipe.precision):
-            return _train(recipe, strategy, out, chief, verbose, export, extra_callbacks)
+            return _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, baselines)
     finally:
         if not chief:
             shutil.rmtree(out, ignore_errors=True)
 
 
-def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks) -> dict:
+def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, baselines) -> dict:
     bundle = load_data(recipe)
     specs = task_specs(recipe, bundle.task_options)
     steps = steps_per_epoch(recipe, bundle.train)
-    os.makedirs(out, exist_ok=True)
-    atomic_write_text(
-        os.path.join(out, "recipe.json"), json.dumps(recipe.to_dict(), indent=2, default=str)
-    )
     with strategy.scope():
         model = build_model(
             recipe, specs, steps * recipe.epochs, auxiliary_specs(recipe, bundle.task_options)
         )
     # before the restore: a resumed run's own state wins
     initialised_from = initialise_from_single_task(recipe, model.network, specs)
+    # once the recipe has proved buildable: a recipe with a typo claims no folder
+    claim_run_folder(recipe, write=chief)
+    os.makedirs(out, exist_ok=True)
     backup = training_backup(recipe, write=chief)
     initial_epoch = backup.restore(model) if recipe.resume else 0
-    checkpoint = AtomicCheckpoint(os.path.join(out, "checkpoints"))
+    # a checkpoint in the folder is this run's only when resuming (a finished run's is not)
+    checkpoint = AtomicCheckpoint(os.path.join(out, "checkpoints"), resumed=initial_epoch > 0)
     images, labels = next(iter(bundle.val.take(1)))
     callbacks = [
-        NonFiniteLossGuard(specs, checkpoint.path),
+        NonFiniteLossGuard(specs, checkpoint),
         checkpoint,
         keras.callbacks.TensorBoard(log_dir=os.path.join(out, "tensorboard"), write_graph=False),
         PredictionImages(
@@ -179,7 +180,8 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks) -> di
         specs,
         results,
         baseline,
-        checkpoint=checkpoint.path if chief else None,
+        baselines,
+        checkpoint=checkpoint.path if chief and checkpoint.written else None,
         resumed_from_epoch=initial_epoch,
         init_from_single_task=initialised_from,
         replicas=strategy.num_replicas_in_sync,
