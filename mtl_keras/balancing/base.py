@@ -253,9 +253,9 @@ class GradientBalancer(Balancer):
             "task losses and gradients (a NaN label, a too large learning rate) before balancing"
         )
         if tf.executing_eagerly():  # concrete: say which rows
-            finite = tf.reduce_all(tf.math.is_finite(j32), axis=1).numpy()
-            if not finite.all():
-                rows = [name for name, ok in zip(self.task_names, finite) if not ok]
+            finite = tf.reduce_all(tf.math.is_finite(j32), axis=1)
+            if not bool(tf.reduce_all(finite)):
+                rows = [name for name, ok in zip(self.task_names, tf.unstack(finite)) if not ok]
                 raise ValueError(f"{message}; non-finite rows: {rows}")
         else:
             j32 = tf.debugging.assert_all_finite(j32, message)

@@ -26,9 +26,10 @@ step here) when ``reversal_steps`` is given. ASTMT also trains the discriminator
 learning rate under SGD; here one optimizer updates everything (under Adam, the default of the
 recipes, a gradient scale does not change the step size anyway).
 
-**Balancers.** Loss-level balancers only: the adversarial term is added outside the balancer, like
-the auxiliary losses of :class:`~mtl_keras.training.MultiTaskModel`. A gradient-level balancer
-would need the second-order adversarial term inside each of its per-task backward passes.
+**Balancers.** Loss-level balancers only: the adversarial term is an
+:class:`~mtl_keras.training.objective.ObjectiveTerm`, added outside the balancer like the
+auxiliary losses. A gradient-level balancer would need the second-order adversarial term inside
+each of its per-task backward passes.
 
 **Distribution** as the base trainer: the term is divided by the replica count, and the
 discriminator's pixel counts are averaged over replicas, so replicas' gradients sum to those of the
@@ -36,21 +37,18 @@ global batch. **Mixed precision**: ASTMT's tail and the discriminator compute in
 inner gradient is of the unscaled float32 loss, without float16 underflow; the outer backward pass
 is loss-scaled as the base trainer's.
 
-**Implementation**: the subclass reuses the base trainer's step (loss scaling, skipped non-finite
-steps, auxiliary losses, gradient statistics) through three of its methods: ``_forward_pass``
-(also returns the features), ``extra_loss`` (adds the adversarial term inside the tape) and
-``_update_trackers`` (logs the discriminator). What one step shares between them is kept per
-thread, because ``MirroredStrategy`` runs the replicas' steps in concurrent threads.
+**Implementation**: :class:`AdversarialTerm` declares the features as tensors the step's forward
+pass returns ("taps") and computes the term from them; the trainer's step is the plain one (loss
+scaling, skipped non-finite steps, auxiliary losses, logs). :class:`AdversarialMultiTaskModel` is
+:class:`~mtl_keras.training.MultiTaskModel` with that term.
 
-**Cost**: the per-task tails are run and differentiated once more, and the outer backward pass
-also goes through the inner one; on CPU, a step takes about 1.2-1.4x the CPU time of the plain
-step (the tiny test model, resnet10 width 8, two tasks, 32x32, batch 2; and the
-``astmt_synthetic`` recipe, six tasks, 64x64, batch 8: 1.3x), and tracing the step about 1.7x.
+**Cost**: the tails run and are differentiated once more, and the outer backward pass goes
+through the inner one: on CPU a step takes 1.2-1.4x the plain step's CPU time (the tiny test
+model; ``astmt_synthetic``, six tasks, 64x64, batch 8: 1.3x), tracing it about 1.7x.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 
 import keras
@@ -62,7 +60,10 @@ from mtl_keras.architectures.astmt import (
     discriminator_terms,
     task_features,
 )
-from mtl_keras.training.model import MultiTaskModel, _replica_mean
+from mtl_keras.training import replicas
+from mtl_keras.training.model import MultiTaskModel
+from mtl_keras.training.objective import ObjectiveTerm
+from mtl_keras.training.subgraph import Subgraph
 
 
 def reversal_schedule(step, total_steps) -> tf.Tensor:
@@ -87,47 +88,167 @@ def _scale_gradient(x, scale):
     return tf.identity(x), grad
 
 
-class _StepState:
-    """What one replica's training step shares between the base trainer's hooks."""
-
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-        self.features = None
-        self.terms = None
+class _Parts:  # graph functions over the network, untracked: the network saves once
+    def __init__(self, network, features, tasks):
+        self.forward = Subgraph(network.input, {t: features[t] for t in tasks})
+        self.tails = {t: Subgraph([network.input, features[t]], network.output[t]) for t in tasks}
 
 
-class _Helpers:
-    """Models sharing the network's weights, kept out of Keras's tracking (saved once)."""
+@keras.saving.register_keras_serializable(package="mtl_keras")
+class AdversarialTerm(ObjectiveTerm):
+    """ASTMT's adversarial task discriminator on loss gradients, as an objective term.
 
-    def __init__(self, forward: keras.Model, tails: dict[str, keras.Model]):
-        self.forward, self.tails = forward, tails
+    Args:
+        discriminator: ``gradients (B, h, w, C) -> logits (B, h, w, T)``, behind its own gradient
+            reversal; default :func:`~mtl_keras.architectures.astmt.build_task_discriminator`
+            (depth 2, 1x1 kernels) with ``discriminator_kwargs``, built when bound to a network.
+        discriminator_kwargs: arguments of the default discriminator.
+        adversarial_weight: weight of the discriminator's loss in the objective (ASTMT: 0.01).
+        reversal_steps: ramp the reversal strength with :func:`reversal_schedule` over this many
+            steps (the run's total, as ASTMT); None keeps it constant (the discriminator's own
+            reversal scale, 1 by default).
+
+    Logs ``discriminator_loss`` and ``discriminator_accuracy`` (per-pixel, mean over tasks;
+    chance is ``1 / T``) in training.
+    """
+
+    log_names = ("discriminator_loss", "discriminator_accuracy")
+
+    def __init__(
+        self,
+        discriminator: keras.Model | None = None,
+        discriminator_kwargs: Mapping | None = None,
+        adversarial_weight: float = 0.01,
+        reversal_steps: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if adversarial_weight < 0:
+            raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
+        if reversal_steps is not None and reversal_steps < 1:
+            raise ValueError(f"reversal_steps must be a positive step count, got {reversal_steps}")
+        if discriminator is not None and discriminator_kwargs:
+            raise ValueError("discriminator_kwargs apply to the default discriminator only")
+        self.discriminator = discriminator  # tracked: in the trainer's weights and optimizer
+        self.discriminator_kwargs = dict(discriminator_kwargs or {})
+        self.adversarial_weight = float(adversarial_weight)
+        self.reversal_steps = reversal_steps
+        self.tasks: tuple[str, ...] = ()
+
+    def bind(self, network, specs, path, balancer) -> dict:
+        if path != "loss":
+            raise ValueError(
+                "the adversarial discriminator (ASTMT) works with loss-level balancers only; "
+                f"{balancing.method_name(balancer)!r} balances gradients, which would need the "
+                "second-order adversarial term inside each of its per-task backward passes. "
+                "Use a loss-level balancer (e.g. 'fixed', 'uncertainty', 'dwa') or "
+                "adversarial_weight=0"
+            )
+        self.tasks = tuple(specs)
+        features = task_features(network)
+        missing = [t for t in self.tasks if t not in features]
+        if missing:
+            raise ValueError(
+                f"network {network.name!r} has no TaskFeatures marker for task(s) {missing} "
+                f"(markers: {sorted(features)}); the adversarial discriminator needs ASTMT's "
+                "per-task decoder features: build the network with architecture='astmt'"
+            )
+        channels = {features[t].shape[-1] for t in self.tasks}
+        if len(channels) != 1:
+            raise ValueError(
+                f"the tasks' TaskFeatures have different channel counts {sorted(channels)}; one "
+                "discriminator classifies them all"
+            )
+        parts = _Parts(network, features, self.tasks)
+        stateful = sorted(
+            {op.name for tail in parts.tails.values() for op in tail.operations}
+            & {layer.name for layer in network.layers if layer.non_trainable_weights}
+        )
+        if stateful:
+            raise ValueError(
+                f"layers {stateful} between the TaskFeatures and the predictions keep state "
+                "(e.g. batch-norm statistics); the adversarial step recomputes that tail and "
+                "needs it stateless"
+            )
+        self._parts = parts
+        if self.discriminator is None:
+            self.discriminator = build_task_discriminator(
+                channels.pop(), len(self.tasks), **self.discriminator_kwargs
+            )
+        self.built = True
+        return {f"features/{t}": features[t] for t in self.tasks}
+
+    def reversal_strength(self, step) -> tf.Tensor:
+        """The multiplier of the reversed gradient at ``step`` (1 without a schedule)."""
+        if self.reversal_steps is None:
+            return tf.constant(1.0)
+        return reversal_schedule(step, self.reversal_steps)
+
+    def task_gradients(self, x, y, features, task_loss, training=True) -> dict[str, tf.Tensor]:
+        """``{task: dL_task / dF_task}`` (float32), differentiable: recorded by any active tape."""
+        grads = {}
+        for t in self.tasks:
+            f = features[t]
+            with tf.GradientTape() as inner:
+                inner.watch(f)
+                loss = task_loss(t, y[t], self._parts.tails[t]([x, f], training=training))
+            g = inner.gradient(loss, f)
+            grads[t] = tf.zeros_like(f, tf.float32) if g is None else tf.cast(g, tf.float32)
+        return grads
+
+    def terms(self, x, y, features, task_loss, step, training=True):
+        """The discriminator's loss (differentiable, second order) and accuracy on one batch;
+        ``features`` None runs a forward pass for them."""
+        if features is None:
+            features = self._parts.forward(x, training=training)
+        grads = self.task_gradients(x, y, features, task_loss, training)
+        if self.reversal_steps is not None:
+            strength = tf.stop_gradient(self.reversal_strength(step))
+            grads = {t: _scale_gradient(g, strength) for t, g in grads.items()}
+        return discriminator_terms(
+            self.discriminator, grads, self.tasks, count_mean=replicas.replica_mean
+        )
+
+    def compute(self, x, y, taps, task_loss, step):
+        features = {t: taps[f"features/{t}"] for t in self.tasks}
+        loss, accuracy = self.terms(x, y, features, task_loss, step)
+        logs = {"discriminator_loss": loss, "discriminator_accuracy": accuracy}
+        return self.adversarial_weight * loss, logs
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            discriminator=keras.saving.serialize_keras_object(self.discriminator),
+            adversarial_weight=self.adversarial_weight,
+            reversal_steps=self.reversal_steps,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
+        return cls(**config)
 
 
+@keras.saving.register_keras_serializable(package="mtl_keras")
 class AdversarialMultiTaskModel(MultiTaskModel):
-    """:class:`MultiTaskModel` plus ASTMT's adversarial task discriminator on loss gradients.
+    """:class:`MultiTaskModel` with an :class:`AdversarialTerm` (ASTMT) in its objective.
 
     Args:
         network: a network with one :class:`~mtl_keras.architectures.astmt.TaskFeatures` marker
             per task (``architectures.build("astmt", ...)``).
         tasks: as :class:`MultiTaskModel`.
         balancer: a loss-level balancer (instance or name).
-        discriminator: ``gradients (B, h, w, C) -> logits (B, h, w, T)``, behind its own gradient
-            reversal; default :func:`~mtl_keras.architectures.astmt.build_task_discriminator`
-            (depth 2, 1x1 kernels) with ``discriminator_kwargs``. A tracked attribute: saved and
-            restored with the trainer's weights, not exported with the network.
-        discriminator_kwargs: arguments of the default discriminator.
-        adversarial_weight: weight of the discriminator's loss in the objective (ASTMT: 0.01).
-        reversal_steps: ramp the reversal strength with :func:`reversal_schedule` over this many
-            steps (the run's total, as ASTMT); None keeps it constant (the discriminator's own
-            reversal scale, 1 by default).
+        discriminator, discriminator_kwargs, adversarial_weight, reversal_steps: as
+            :class:`AdversarialTerm`.
         **kwargs: the other arguments of :class:`MultiTaskModel`.
 
-    Logs ``discriminator_loss`` and ``discriminator_accuracy`` (per-pixel, mean over tasks; chance
-    is ``1 / T``) in training; the logged ``loss`` includes ``adversarial_weight * L_D``.
+    The logged ``loss`` includes ``adversarial_weight * L_D``.
 
     Example:
         >>> network = architectures.build("astmt", ["semseg", "depth"])
-        >>> model = AdversarialMultiTaskModel(network, ["semseg", "depth"], reversal_steps=1000)
+        >>> model = AdversarialMultiTaskModel(network, reversal_steps=1000)
         >>> model.compile(optimizer="adam")
     """
 
@@ -143,162 +264,37 @@ class AdversarialMultiTaskModel(MultiTaskModel):
         reversal_steps: int | None = None,
         **kwargs,
     ):
-        super().__init__(network, tasks, balancer, **kwargs)
-        if "loss" not in self.balancer.needs.paths:
-            raise ValueError(
-                "the adversarial discriminator (ASTMT) works with loss-level balancers only; "
-                f"{balancing.method_name(self.balancer)!r} balances gradients, which would "
-                "need the second-order adversarial term inside each of its per-task backward "
-                "passes. Use a loss-level balancer (e.g. 'fixed', 'uncertainty', 'dwa') or "
-                "adversarial_weight=0"
-            )
-        if adversarial_weight < 0:
-            raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
-        if reversal_steps is not None and reversal_steps < 1:
-            raise ValueError(f"reversal_steps must be a positive step count, got {reversal_steps}")
-        features = task_features(network)
-        missing = [t for t in self.task_names if t not in features]
-        if missing:
-            raise ValueError(
-                f"network {network.name!r} has no TaskFeatures marker for task(s) {missing} "
-                f"(markers: {sorted(features)}); the adversarial discriminator needs ASTMT's "
-                "per-task decoder features: build the network with architecture='astmt'"
-            )
-        channels = {features[t].shape[-1] for t in self.task_names}
-        if len(channels) != 1:
-            raise ValueError(
-                f"the tasks' TaskFeatures have different channel counts {sorted(channels)}; one "
-                "discriminator classifies them all"
-            )
-        self.adversarial_weight = float(adversarial_weight)
-        self.reversal_steps = reversal_steps
-        if discriminator is None:
-            discriminator = build_task_discriminator(
-                channels.pop(), len(self.task_names), **dict(discriminator_kwargs or {})
-            )
-        elif discriminator_kwargs:
-            raise ValueError("discriminator_kwargs apply to the default discriminator only")
-        self.discriminator = discriminator  # tracked: in the trainer's weights and optimizer
+        terms = list(kwargs.pop("objective_terms", ()))  # a loaded model's term comes back here
+        if not any(isinstance(t, AdversarialTerm) for t in terms):
+            args = (discriminator, discriminator_kwargs, adversarial_weight, reversal_steps)
+            terms.insert(0, AdversarialTerm(*args))
+        super().__init__(network, tasks, balancer, objective_terms=terms, **kwargs)
+        self._adversarial = next(t for t in terms if isinstance(t, AdversarialTerm))
 
-        outputs = {"outputs": network.output, "features": {t: features[t] for t in self.task_names}}
-        if self._forward is not None:  # the base trainer also reads the shared representation
-            outputs["rep"] = [layer.output for layer in self._sharing.representation_layers]
-        tails = {
-            t: keras.Model([network.input, features[t]], network.output[t], name=f"{t}_tail")
-            for t in self.task_names
-        }
-        stateful = sorted(
-            {layer.name for tail in tails.values() for layer in tail.layers}
-            & {layer.name for layer in network.layers if layer.non_trainable_weights}
-        )
-        if stateful:
-            raise ValueError(
-                f"layers {stateful} between the TaskFeatures and the predictions keep state "
-                "(e.g. batch-norm statistics); the adversarial step recomputes that tail and "
-                "needs it stateless"
-            )
-        self._helpers = _Helpers(keras.Model(network.input, outputs), tails)
-        self._local = threading.local()  # per replica thread (MirroredStrategy traces in threads)
-        self._discriminator_loss_tracker = keras.metrics.Mean(name="discriminator_loss")
-        self._discriminator_accuracy_tracker = keras.metrics.Mean(name="discriminator_accuracy")
+    @property
+    def discriminator(self) -> keras.Model:
+        return self._adversarial.discriminator
 
-    # ------------------------------------------------------------------ the adversarial term
+    @property
+    def adversarial_weight(self) -> float:
+        return self._adversarial.adversarial_weight
+
+    @property
+    def reversal_steps(self) -> int | None:
+        return self._adversarial.reversal_steps
+
     def reversal_strength(self) -> tf.Tensor:
         """The current multiplier of the reversed gradient (1 without a schedule)."""
-        if self.reversal_steps is None:
-            return tf.constant(1.0)
-        return reversal_schedule(self.optimizer.iterations, self.reversal_steps)
+        return self._adversarial.reversal_strength(self.optimizer.iterations)
 
-    def task_gradients(self, x, y, features, training: bool = True) -> dict[str, tf.Tensor]:
-        """``{task: dL_task / dF_task}`` (float32), differentiable: recorded by any active tape.
-
-        Args:
-            x: the images; y: the labels by task; features: ``{task: F_task}`` of the forward pass.
-        """
-        grads = {}
-        for t in self.task_names:
-            f = features[t]
-            with tf.GradientTape() as inner:
-                inner.watch(f)
-                prediction = self._helpers.tails[t]([x, f], training=training)
-                loss = self._loss(t, y[t], prediction)
-            g = inner.gradient(loss, f)
-            grads[t] = tf.zeros_like(f, tf.float32) if g is None else tf.cast(g, tf.float32)
-        return grads
-
-    def adversarial_terms(
-        self, x, y, features: Mapping | None = None, training: bool = True
-    ) -> tuple[tf.Tensor, tf.Tensor]:
+    def adversarial_terms(self, x, y, features=None, training: bool = True):
         """The discriminator's loss (differentiable, second order) and accuracy on one batch.
 
         Args:
             x: the images; y: the labels by task.
-            features: ``{task: F_task}`` of a forward pass already run (the training step's);
-                None runs one (in mode ``training``).
+            features: ``{task: F_task}`` of a forward pass already run; None runs one (in mode
+                ``training``).
         """
-        if features is None:
-            features = self._helpers.forward(x, training=training)["features"]
-        grads = self.task_gradients(x, y, features, training)
-        if self.reversal_steps is not None:
-            strength = tf.stop_gradient(self.reversal_strength())
-            grads = {t: _scale_gradient(g, strength) for t, g in grads.items()}
-        return discriminator_terms(
-            self.discriminator, grads, self.task_names, count_mean=_replica_mean
+        return self._adversarial.terms(
+            x, y, features, self._objective.loss, self.optimizer.iterations, training
         )
-
-    # ------------------------------------------------------------------ base trainer hooks
-    def _state(self) -> _StepState | None:
-        return getattr(self._local, "state", None)
-
-    def train_step(self, data):
-        self._local.state = _StepState(data[0], data[1])
-        try:
-            return super().train_step(data)
-        finally:
-            self._local.state = None
-
-    def _forward_pass(self, x, training):
-        state = self._state()
-        if state is None:
-            return super()._forward_pass(x, training)
-        out = self._helpers.forward(x, training=training)
-        state.features = out["features"]
-        return out["outputs"], out.get("rep")
-
-    def extra_loss(self, terms, network_losses):
-        """The base trainer's extra terms plus ``adversarial_weight * L_D`` (in a train step)."""
-        extra = super().extra_loss(terms, network_losses)
-        state = self._state()
-        if state is None or state.features is None:
-            return extra
-        loss, accuracy = self.adversarial_terms(state.x, state.y, state.features)
-        state.terms = (loss, accuracy)
-        adversarial = self.adversarial_weight * loss
-        return adversarial if extra is None else extra + adversarial
-
-    def _update_trackers(self, losses, terms, y, outputs, total, weights):
-        logs = super()._update_trackers(losses, terms, y, outputs, total, weights)
-        state = self._state()
-        if weights is None or state is None or state.terms is None:
-            return logs
-        loss, accuracy = state.terms
-        self._discriminator_loss_tracker.update_state(tf.stop_gradient(loss))
-        self._discriminator_accuracy_tracker.update_state(accuracy)
-        logs = dict(logs)
-        for m in (self._discriminator_loss_tracker, self._discriminator_accuracy_tracker):
-            logs[m.name] = tf.reshape(m.result(), tf.shape(logs["loss"]))
-        return logs
-
-    @property
-    def metrics(self):
-        return [
-            *super().metrics,
-            self._discriminator_loss_tracker,
-            self._discriminator_accuracy_tracker,
-        ]
-
-    def get_metrics_result(self):
-        logs = dict(super().get_metrics_result())
-        for m in (self._discriminator_loss_tracker, self._discriminator_accuracy_tracker):
-            logs[m.name] = tf.reshape(m.result(), tf.shape(logs["loss"]))
-        return logs

@@ -173,3 +173,34 @@ def test_model_checkpoint_writes_the_best_keras_file_inside_fit(tmp_path):
     model.fit(data, validation_data=data, epochs=2, verbose=0, callbacks=[checkpoint])
     loaded = keras.models.load_model(path)
     assert set(loaded.tasks) == set(TASKS)
+
+
+def test_adversarial_keras_file_round_trip(tmp_path):
+    """ASTMT's discriminator is an objective term: the adversarial trainer saves as a .keras file
+    and loads with its discriminator, its settings and its optimizer state."""
+    from mtl_keras.architectures import build_astmt
+    from mtl_keras.training.adversarial import AdversarialMultiTaskModel
+    from tests.architectures.tiny import TINY
+    from tests.utils import tiny_specs
+
+    keras.utils.set_random_seed(0)
+    specs = list(tiny_specs(TASKS).values())
+    model = AdversarialMultiTaskModel(build_astmt(specs, **TINY), specs, reversal_steps=10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
+    arrays = tiny_arrays(TASKS, n=2)
+    data = tf.data.Dataset.from_tensor_slices(
+        (arrays["image"], {t: arrays[t] for t in TASKS})
+    ).batch(2)
+    model.fit(data, epochs=1, verbose=0)
+    path = str(tmp_path / "astmt.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert type(loaded) is AdversarialMultiTaskModel and len(loaded.objective_terms) == 1
+    assert (loaded.adversarial_weight, loaded.reversal_steps) == (0.01, 10)
+    for a, b in zip(model.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    assert int(loaded.optimizer.iterations.numpy()) == 1
+    np.testing.assert_array_equal(
+        loaded.predict(arrays["image"], verbose=0)["depth"],
+        model.predict(arrays["image"], verbose=0)["depth"],
+    )
