@@ -24,7 +24,7 @@ from mtl_keras.tasks import TaskSpec
 from mtl_keras.training import gradient_paths, replicas
 from mtl_keras.training.callbacks import NonFiniteLossGuard
 from mtl_keras.training.distribute import symbolic_build_needed
-from mtl_keras.training.objective import LabelError, Objective, network_tasks
+from mtl_keras.training.objective import LabelError, Objective, label_errors, network_tasks
 from mtl_keras.training.precision import LossScaling
 from mtl_keras.training.step_logs import StepLogs
 
@@ -105,8 +105,8 @@ class MultiTaskModel(keras.Model):
         self.head_weighting, self.train_metrics = head_weighting, train_metrics
         self.balancer = balancing.get(balancer, **dict(balancer_kwargs or {}))
         self.balancer.setup(self.task_names)
-        self._sharing = sharing_of(network)
-        path = gradient_paths.choose(self.balancer, self._sharing, gradient_source)
+        self.sharing = sharing_of(network)
+        path = gradient_paths.choose(self.balancer, self.sharing, gradient_source)
         self.gradient_source = None if path == "loss" else path
         self.gradient_statistics = bool(
             path != "loss" if gradient_statistics is None else gradient_statistics
@@ -118,21 +118,11 @@ class MultiTaskModel(keras.Model):
         self._objective = Objective(
             self._specs, self._aux_specs, network.output, self.objective_terms
         )
-        self._path = gradient_paths.PATHS[path](
-            network,
-            self._sharing,
-            self.balancer,
-            self._objective,
-            taps,
-            self.gradient_statistics,
-            head_weighting,
-        )
+        parts = (network, self.sharing, self.balancer, self._objective, taps)
+        self._path = gradient_paths.PATHS[path](*parts, self.gradient_statistics, head_weighting)
+        term_logs = [n for term in self.objective_terms for n in term.log_names]
         self._logs = StepLogs(
-            self._specs,
-            self._objective.deep,
-            self.gradient_statistics,
-            [n for term in self.objective_terms for n in term.log_names],
-            train_metrics,
+            self._specs, self._objective.deep, self.gradient_statistics, term_logs, train_metrics
         )
         self.built = True  # the wrapped network is built; nothing is created lazily
 
@@ -181,10 +171,6 @@ class MultiTaskModel(keras.Model):
     def auxiliary_tasks(self) -> dict[str, TaskSpec]:
         """Tasks supervised only through deep-supervision outputs, with fixed weights."""
         return {t: spec for t, (spec, _) in self._aux_specs.items()}
-
-    @property
-    def sharing(self):
-        return self._sharing
 
     @property
     def metrics(self):
@@ -250,12 +236,18 @@ class MultiTaskModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def fit(self, *args, callbacks=None, **kwargs):
-        """``keras.Model.fit`` that tells the balancer when an epoch ends (DWA) and stops at the
-        first non-finite task loss, naming the task (unless a NonFiniteLossGuard is given)."""
+        """``keras.Model.fit`` that tells the balancer when an epoch ends (DWA), stops at the
+        first non-finite task loss, naming the task (unless a NonFiniteLossGuard is given), and
+        reports class ids a task does not have as one :class:`LabelError` line."""
         callbacks = [*(callbacks or []), _BalancerEpochEnd()]
         if not any(isinstance(c, NonFiniteLossGuard) for c in callbacks):
             callbacks.append(NonFiniteLossGuard(self.task_names))
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+        with label_errors():
+            return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with label_errors():
+            return super().evaluate(*args, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras 3.15 workaround (mtl_keras.training.distribute.symbolic_build_needed)

@@ -12,7 +12,9 @@ what the balancer weighs. Outside the balancer, added unweighted by it:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 from collections.abc import Mapping
 
 import keras
@@ -134,7 +136,9 @@ class Objective:
                 f"label of task {spec.name!r} has shape {tuple(lshape)} but its prediction has "
                 f"shape {tuple(pshape)}; labels must have the spatial size of the input image"
             )
-        return tf.cast(spec.loss(label, prediction, count_mean=replicas.replica_mean), tf.float32)
+        with tf.control_dependencies(class_id_checks(spec, label)):
+            loss = spec.loss(label, prediction, count_mean=replicas.replica_mean)
+        return tf.cast(loss, tf.float32)
 
     def task_losses(self, y, outputs) -> tuple[list, dict]:
         """Each task's loss (deep supervision included) as its own tensor, and every term by
@@ -160,6 +164,36 @@ class Objective:
             logs.update(term_logs)
         extra = tf.add_n(parts) if parts else None
         return Losses(per_task, tf.stack(per_task), terms, extra, logs)
+
+
+def class_id_checks(spec: TaskSpec, label) -> list:
+    """In-graph refusal of class ids a classification task does not have (ids outside
+    ``0 .. num_classes - 1`` that are not the ignore value): the loss would train on them."""
+    if spec.num_classes is None:
+        return []
+    ids = tf.cast(label[..., 0], tf.int32)
+    bad = tf.logical_or(ids < 0, ids >= spec.num_classes)
+    if spec.ignore_value is not None:
+        bad = tf.logical_and(bad, ids != spec.ignore_value)
+    ignore = "" if spec.ignore_value is None else f", {spec.ignore_value} = ignore"
+    message = (
+        f"task {spec.name!r}: a label batch holds class ids outside 0..{spec.num_classes - 1}"
+        f"{ignore}; relabel those pixels or raise the task's num_classes"
+    )
+    return [tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [message])]
+
+
+@contextlib.contextmanager
+def label_errors():
+    """Turn a failed in-graph label check (:func:`class_id_checks`) into a :class:`LabelError`
+    of one line, in place of TensorFlow's graph traceback."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        found = re.search(r"assertion failed: \[(task .*?)\]\n", error.message)
+        if found is None:
+            raise
+        raise LabelError(found.group(1).replace("\\'", "'")) from None
 
 
 def network_tasks(network, tasks, auxiliary_tasks, auxiliary_weights) -> tuple[dict, dict]:

@@ -4,7 +4,8 @@ The logged ``loss`` is the weighted total in training and the plain sum of task 
 evaluation (balancer weights change during training and would make it incomparable). Gradient
 statistics are per-task gradient norms, pairwise cosine similarities and the number of conflicting
 pairs (``grad_norm_{task}``, ``grad_cos_{a}_{b}``, ``grad_conflicts``), from the Gramian of the
-per-task gradients.
+per-task gradients. ``{task}_empty_batches`` counts the batches in which a task's loss supervised
+no pixel (all labels ignored or invalid), where its loss is exactly 0.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from mtl_keras import balancing
+from mtl_keras.training import replicas
 from mtl_keras.training.distribute import reducible_logs
 
 
@@ -46,6 +48,8 @@ class StepLogs:
             names.append("grad_conflicts")
         self.statistics = {n: keras.metrics.Mean(name=n) for n in names}
         self.terms = {n: keras.metrics.Mean(name=n) for n in term_logs}
+        # batches (global, all replicas) in which a task's loss supervised no pixel: its loss is 0
+        self.empty = {t: keras.metrics.Sum(name=f"{t}_empty_batches") for t in self.tasks}
         self.task_metrics = {t: s.metrics() for t, s in self.specs.items()}
 
     @property
@@ -56,6 +60,7 @@ class StepLogs:
             *self.weights.values(),
             *self.statistics.values(),
             *self.terms.values(),
+            *self.empty.values(),
         ]
         for ms in self.task_metrics.values():
             out.extend(ms)
@@ -73,7 +78,7 @@ class StepLogs:
             self.weights[t].update_state(weights[i])
         for name, value in losses.logs.items():
             self.terms[name].update_state(tf.stop_gradient(value))
-        logs = self._losses(total, losses.stacked, losses.terms)
+        logs = self._losses(total, losses.stacked, losses.terms, y)
         logs.update({m.name: m.result() for m in self.weights.values()})
         logs.update({m.name: m.result() for m in self.statistics.values()})
         logs.update({m.name: m.result() for m in self.terms.values()})
@@ -84,27 +89,33 @@ class StepLogs:
 
     def test(self, stacked, terms, y, outputs) -> dict:
         """Update with an evaluation batch; the step's logs."""
-        logs = self._losses(tf.reduce_sum(stacked), stacked, terms)
+        logs = self._losses(tf.reduce_sum(stacked), stacked, terms, y)
         logs.update(self._task_metrics(y, outputs))
         return reducible_logs(logs)
 
     def result(self) -> dict:
         """Every tracker's pooled value (replica-summed states)."""
         logs = {m.name: m.result() for m in (self.loss, *self.task_losses.values())}
-        for group in (self.weights, self.statistics, self.terms):
+        for group in (self.weights, self.statistics, self.terms, self.empty):
             logs.update({m.name: m.result() for m in group.values()})
         for t, spec in self.specs.items():
             for m in self.task_metrics[t]:
                 logs.update({spec.metric_id(k): v for k, v in m.result().items()})
         return reducible_logs(logs)
 
-    def _losses(self, total, stacked, terms) -> dict:
+    def _losses(self, total, stacked, terms, y) -> dict:
         self.loss.update_state(total)
         for i, t in enumerate(self.tasks):
             self.task_losses[t].update_state(stacked[i])
+            valid = replicas.replica_sum(
+                tf.cast(self.specs[t].count_valid_pixels(y[t]), tf.float32)
+            )
+            # every replica counts the global batch; Keras sums the replicas' metric states
+            self.empty[t].update_state(replicas.share(tf.cast(tf.equal(valid, 0.0), tf.float32)))
         for k in self.deep:
             self.task_losses[k].update_state(terms[k])
-        return {m.name: m.result() for m in (self.loss, *self.task_losses.values())}
+        trackers = (self.loss, *self.task_losses.values(), *self.empty.values())
+        return {m.name: m.result() for m in trackers}
 
     def _task_metrics(self, y, outputs) -> dict:
         logs = {}

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from mtl_keras import balancing
-from mtl_keras.training import MultiTaskModel, NonFiniteLossError
+from mtl_keras.training import LabelError, MultiTaskModel, NonFiniteLossError
 from mtl_keras.training.gradient_paths import LossPath, RepresentationPath, SharedPath
 from mtl_keras.training.objective import ObjectiveTerm
 from tests.utils import micro_network, tiny_arrays, tiny_specs
@@ -47,7 +47,9 @@ def _model(balancer="fixed", **kwargs):
     ],
 )
 def test_the_path_is_chosen_once_from_the_balancers_needs(balancer, source, path):
-    model = MultiTaskModel(micro_network(TASKS), _specs(), balancer=balancer, gradient_source=source)
+    model = MultiTaskModel(
+        micro_network(TASKS), _specs(), balancer=balancer, gradient_source=source
+    )
     assert type(model._path) is path
     assert model._path.input == model.balancer.needs.paths.get(path.name)
 
@@ -91,7 +93,9 @@ def test_an_objective_term_is_added_outside_the_balancer(balancer):
     def step(weight):
         keras.utils.set_random_seed(0)
         terms = [_OutputMean(weight)] if weight else []
-        model = MultiTaskModel(micro_network(TASKS), _specs(), balancer=balancer, objective_terms=terms)
+        model = MultiTaskModel(
+            micro_network(TASKS), _specs(), balancer=balancer, objective_terms=terms
+        )
         model.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=False)
         before = [v.numpy() for v in model.network.trainable_variables]
         logs = model.train_on_batch(x, y, return_dict=True)
@@ -121,3 +125,22 @@ def test_objective_terms_refuse_the_representation_path():
             gradient_source="representation",
             objective_terms=[_OutputMean(1.0)],
         )
+
+
+def test_empty_batches_are_counted_and_foreign_class_ids_refused():
+    """A batch whose depth labels are all invalid gives depth loss 0 and is counted in
+    ``depth_empty_batches``; a semseg class id the task does not have stops the step."""
+    arrays = tiny_arrays(TASKS, n=4, size=16)
+    labels = {t: arrays[t].copy() for t in TASKS}
+    labels["depth"][:2] = 0.0  # the first batch of two has no valid depth
+    data = tf.data.Dataset.from_tensor_slices((arrays["image"], labels)).batch(2)
+    model = _model()
+    logs = model.fit(data, epochs=1, verbose=0).history
+    assert logs["depth_empty_batches"] == [1.0] and logs["semseg_empty_batches"] == [0.0]
+    assert model.evaluate(data, return_dict=True, verbose=0)["depth_empty_batches"] == 1.0
+    labels["semseg"][0, 0, 0, 0] = model.tasks["semseg"].num_classes  # one class too many
+    bad = tf.data.Dataset.from_tensor_slices((arrays["image"], labels)).batch(2)
+    with pytest.raises(
+        LabelError, match=r"^task .semseg.: a label batch holds class ids outside 0..4"
+    ):
+        model.fit(bad, epochs=1, verbose=0)
