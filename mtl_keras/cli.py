@@ -35,7 +35,7 @@ def _recipe(args):
 
 def _load_trained(recipe, weights: str | None):
     from mtl_keras.architectures import load_weights_file
-    from mtl_keras.training import run
+    from mtl_keras.training.building import build_model, load_data, task_specs
     from mtl_keras.training.precision import precision_policy
 
     path = weights or os.path.join(recipe.output_dir, "checkpoints", "last.weights.h5")
@@ -44,10 +44,10 @@ def _load_trained(recipe, weights: str | None):
             f"no weights at {path}; train first (mtl-keras train --recipe {recipe.name}) "
             "or pass --weights PATH"
         )
-    bundle = run.load_data(recipe)
-    specs = run.task_specs(recipe, bundle.task_options)
+    bundle = load_data(recipe)
+    specs = task_specs(recipe, bundle.task_options)
     with precision_policy(recipe.precision):  # the layers' dtypes (and optimizer) of training
-        model = run.build_model(recipe, specs, steps=1)
+        model = build_model(recipe, specs, steps=1)
     load_weights_file(model, path)
     return model, bundle, specs
 
@@ -67,19 +67,28 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from mtl_keras.metrics import delta_mtl, load_baselines, write_results
-    from mtl_keras.training import run
+    from mtl_keras.metrics import delta_mtl, write_results
+    from mtl_keras.training.building import task_specs
+    from mtl_keras.training.reports import (
+        evaluate_model,
+        format_table,
+        primary_metrics,
+        read_baselines,
+    )
 
     recipe = _recipe(args)
+    if args.baselines:
+        recipe = dataclasses.replace(recipe, baselines=args.baselines)
+    # before the weights load: a baselines file without a task's metric fails first
+    base = read_baselines(recipe, task_specs(recipe))
     model, bundle, specs = _load_trained(recipe, args.weights)
-    results = run.evaluate_model(model, bundle.val)
+    results = evaluate_model(model, bundle.val)
     extra = {}
-    if args.baselines or recipe.baselines:
-        base = load_baselines(args.baselines or recipe.baselines)
-        extra["delta_mtl"] = delta_mtl(results, base, run.primary_metrics(specs))
+    if base is not None:
+        extra["delta_mtl"] = delta_mtl(results, base, primary_metrics(specs))
     out = args.out or os.path.join(recipe.output_dir, "eval.json")
     write_results(out, recipe.name, results, **extra)
-    print(run.format_table(results, None, specs))
+    print(format_table(results, None, specs))
     print(json.dumps({"metrics": results, **extra, "written": out}, indent=2, sort_keys=True))
     return 0
 
@@ -120,7 +129,7 @@ def cmd_summary(args) -> int:
     from mtl_keras import backbones
     from mtl_keras.data import synthetic_task_options
     from mtl_keras.metrics import count_flops, count_params
-    from mtl_keras.training import run
+    from mtl_keras.training.building import auxiliary_specs, build_network, task_specs
     from mtl_keras.training.recipe import Recipe
 
     h, w = args.image_size
@@ -129,10 +138,10 @@ def cmd_summary(args) -> int:
         if args.image_size_given:
             recipe = dataclasses.replace(recipe, image_size=(h, w))
         h, w = recipe.image_size
-        model = run.build_network(
+        model = build_network(
             recipe,
-            run.task_specs(recipe, synthetic_task_options()),
-            run.auxiliary_specs(recipe, synthetic_task_options()),
+            task_specs(recipe, synthetic_task_options()),
+            auxiliary_specs(recipe, synthetic_task_options()),
         )
     elif args.arch:
         tasks = tuple(t for t in (args.tasks or "semseg,depth").split(",") if t)
@@ -143,10 +152,10 @@ def cmd_summary(args) -> int:
             architecture=args.arch,
             backbone=args.backbone or "resnet50",
         ).with_overrides(args.set)
-        model = run.build_network(
+        model = build_network(
             recipe,
-            run.task_specs(recipe, synthetic_task_options()),
-            run.auxiliary_specs(recipe, synthetic_task_options()),
+            task_specs(recipe, synthetic_task_options()),
+            auxiliary_specs(recipe, synthetic_task_options()),
         )
     else:
         model = backbones.get(args.backbone)

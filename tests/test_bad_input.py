@@ -14,7 +14,7 @@ from mtl_keras.architectures import WeightsMismatchError, build_single_task, loa
 from mtl_keras.cli import EXIT_FILE, EXIT_REFUSED, _file_error, main
 from mtl_keras.data import synthetic_task_options
 from mtl_keras.export import export_saved_model
-from mtl_keras.training import run
+from mtl_keras.training.building import build_model, task_specs
 from mtl_keras.training.recipe import Recipe
 from tests.utils import tiny_arrays, tiny_specs
 
@@ -145,7 +145,7 @@ def weights(tmp_path_factory):
     """A weights file of the TINY demo (untrained), and a corrupt, an empty, a truncated one."""
     root = tmp_path_factory.mktemp("weights")
     recipe = recipes.get("demo").with_overrides(TINY[1::2])
-    model = run.build_model(recipe, run.task_specs(recipe, synthetic_task_options()), steps=1)
+    model = build_model(recipe, task_specs(recipe, synthetic_task_options()), steps=1)
     good = root / "good.weights.h5"
     model.save_weights(str(good))
     data = good.read_bytes()

@@ -31,7 +31,6 @@ from mtl_keras.training.baselines import (
 from mtl_keras.training.building import (
     auxiliary_specs,
     build_model,
-    build_network,
     load_data,
     set_seed,
     steps_per_epoch,
@@ -44,25 +43,13 @@ from mtl_keras.training.recipe import Recipe
 from mtl_keras.training.reports import (
     evaluate_model,
     format_table,
-    primary_metrics,
     read_baselines,
     summarise,
     write_summary,
 )
 from mtl_keras.training.resume import claim_run_folder, training_backup
 
-#: ``train`` and the building and report functions ``mtl_keras.cli`` reaches through this module
-__all__ = [
-    "auxiliary_specs",
-    "build_model",
-    "build_network",
-    "evaluate_model",
-    "format_table",
-    "load_data",
-    "primary_metrics",
-    "task_specs",
-    "train",
-]
+__all__ = ["train"]
 
 
 def train(
