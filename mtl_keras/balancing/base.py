@@ -77,6 +77,8 @@ class Balancer(keras.layers.Layer):
 
     #: what the method works on (see :class:`Needs`); the only thing the trainer reads
     needs: Needs = Needs({"loss": "losses"})
+    #: whether the method draws random numbers (from ``(seed, step)``; it then takes ``seed``)
+    stochastic: bool = False
 
     @property
     def level(self) -> str:
@@ -99,6 +101,17 @@ class Balancer(keras.layers.Layer):
     @property
     def num_tasks(self) -> int:
         return len(self.task_names)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the balancer keeps state across steps: it owns Keras variables.
+
+        A stateful balancer is bound to the task count it was set up for (its variables have that
+        shape); a stateless one accepts any number of tasks on every call, as TorchJD's
+        aggregators do. Known once :meth:`setup` (and, for state that follows the shared
+        variables, :meth:`GradientBalancer.build_parameter_state`) has run.
+        """
+        return bool(self.weights)
 
     def setup(self, task_names) -> None:
         """Create the state for these tasks; call once, inside the distribution scope."""
@@ -221,6 +234,9 @@ class GradientBalancer(Balancer):
     def _prepare_aggregate(self, jacobian, losses, step):
         """Validate a (T, P) Jacobian, set up tasks on first use, default losses and step.
 
+        A stateless balancer is set up again for another row count (any T on every call); a
+        stateful one refuses a row count other than the one it holds state for.
+
         A Jacobian that is not floating point is refused (``aggregate`` returns the update in the
         Jacobian's dtype, which would truncate it). NaN or inf entries are refused: at once for a
         concrete (eager) Jacobian, by ``tf.debugging.assert_all_finite`` when the step runs in a
@@ -240,13 +256,15 @@ class GradientBalancer(Balancer):
             )
         if jacobian.shape[0] == 0:
             raise ValueError("aggregate expects a (T, P) Jacobian with T >= 1 task rows, got 0")
-        if not self.task_names:
-            self.setup([f"task_{i}" for i in range(jacobian.shape[0])])
-        elif jacobian.shape[0] is not None and jacobian.shape[0] != self.num_tasks:
+        rows = jacobian.shape[0]
+        if self.task_names and rows is not None and rows != self.num_tasks and self.stateful:
             raise ValueError(
-                f"{type(self).__name__} was set up for {self.num_tasks} tasks but got a Jacobian "
-                f"with {jacobian.shape[0]} rows; use a new balancer for a different task count"
+                f"{type(self).__name__} keeps state for the {self.num_tasks} tasks it was set up "
+                f"for ({list(self.task_names)}) and cannot take a Jacobian with {rows} rows; make "
+                f"a new balancer for {rows} tasks (stateless methods accept any number of rows)"
             )
+        if not self.task_names or (rows is not None and rows != self.num_tasks):  # (re)set up
+            self.setup([f"task_{i}" for i in range(rows)])
         j32 = tf.cast(jacobian, tf.float32)
         message = (
             f"{type(self).__name__}.aggregate got a Jacobian with NaN or inf entries; check the "

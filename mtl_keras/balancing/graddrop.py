@@ -42,6 +42,7 @@ class GradDrop(GradientBalancer):
     """
 
     needs = Needs({"representation": "representation_gradients", "shared": "matrix"})
+    stochastic = True
 
     def __init__(self, leak: float | Sequence[float] = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -49,13 +50,16 @@ class GradDrop(GradientBalancer):
         self.seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
 
     def build_state(self, num_tasks: int) -> None:
+        self._leaks(num_tasks)  # refuses leaks of another length or out of [0, 1]
+
+    def _leaks(self, num_tasks: int) -> list[float]:
         leak = self.leak if isinstance(self.leak, list) else [self.leak] * num_tasks
         if len(leak) != num_tasks or not all(0.0 <= v <= 1.0 for v in leak):
             raise ValueError(
                 f"GradDrop leak must be one value in [0, 1] or one per task ({num_tasks}), "
                 f"got {self.leak}"
             )
-        self.leaks = tf.constant(leak, tf.float32)
+        return leak
 
     def _keep(self, signed, seed):
         """Multipliers ``l + (1 - l) M`` (T, ...) from sign-corrected gradients (T, ...)."""
@@ -64,7 +68,8 @@ class GradDrop(GradientBalancer):
         )
         u = tf.random.stateless_uniform(tf.shape(purity), seed=seed)
         mask = ((purity > u) & (signed > 0)) | ((purity < u) & (signed < 0))
-        leak = tf.reshape(self.leaks, [-1] + [1] * (signed.shape.rank - 1))
+        leak = tf.constant(self._leaks(signed.shape[0]), tf.float32)
+        leak = tf.reshape(leak, [-1] + [1] * (signed.shape.rank - 1))
         return leak + (1.0 - leak) * tf.cast(mask, tf.float32)
 
     def aggregate(self, jacobian, losses=None, step=None):

@@ -71,6 +71,8 @@ class GradVac(GradientBalancer):
         array([0.5, 1.5], dtype=float32)
     """
 
+    stochastic = True
+
     def __init__(self, beta: float = 0.5, group: str = "all", seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if group not in GROUPS:

@@ -52,6 +52,8 @@ class PCGrad(GradientBalancer):
         array([0.5, 1.5], dtype=float32)
     """
 
+    stochastic = True
+
     def __init__(self, seed: int | None = None, reduction: str = "sum", **kwargs):
         super().__init__(**kwargs)
         if reduction not in ("sum", "mean"):
@@ -60,9 +62,9 @@ class PCGrad(GradientBalancer):
         self.reduction = reduction
 
     def weights_from_gramian(self, gramian, losses, step):
-        orders = partner_orders(self.num_tasks, step_seed(self.seed, step))
-        w = pcgrad_weights(gramian, orders)
-        return w / float(self.num_tasks) if self.reduction == "mean" else w
+        t = gramian.shape[-1]
+        w = pcgrad_weights(gramian, partner_orders(t, step_seed(self.seed, step)))
+        return w / float(t) if self.reduction == "mean" else w
 
     def get_config(self) -> dict:
         return {**super().get_config(), "seed": self.seed, "reduction": self.reduction}

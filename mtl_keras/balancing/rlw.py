@@ -32,6 +32,8 @@ class RandomLossWeighting(LossBalancer):
         1.0
     """
 
+    stochastic = True
+
     def __init__(
         self, seed: int | None = None, distribution: str = "normal", scale: str = "one", **kwargs
     ):

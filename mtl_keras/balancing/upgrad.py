@@ -68,10 +68,11 @@ class UPGrad(GradientBalancer):
         self.reg_eps = float(reg_eps)
 
     def build_state(self, num_tasks: int) -> None:
-        self.pref = preference_vector(self.preference, num_tasks)
+        preference_vector(self.preference, num_tasks)  # refuses a preference of another length
 
     def weights_from_gramian(self, gramian, losses, step):
-        v = dual_cone_weights(gramian, tf.linalg.diag(self.pref), self.reg_eps)
+        pref = preference_vector(self.preference, gramian.shape[-1])
+        v = dual_cone_weights(gramian, tf.linalg.diag(pref), self.reg_eps)
         return tf.cast(tf.reduce_sum(v, axis=0), tf.float32)
 
     def get_config(self) -> dict:
