@@ -3,7 +3,9 @@
 Each ``load_<dataset>(tasks, ...)`` prepares the dataset's TFDS builder once (from the extracted
 archive in ``manual_dir``; nothing downloads) and returns a `DataBundle` like the synthetic loader:
 ``(image uint8 [B, H, W, 3], {task: label [B, H, W, C]})`` batches at ``image_size``, the task
-options (class counts and names) and a few training labels for trivial baselines.
+options (class counts and names) and a few training labels for trivial baselines, read when first
+used. The training split is also a `ShardableSplit` (``DataBundle.train_split``): workers of a
+multi-worker run decode only their share of each global batch.
 
 =====================  ===============  =====================================  =================
 registry name          TFDS builder     tasks                                  default size
@@ -46,6 +48,7 @@ import tensorflow_datasets as tfds
 from mtl_keras.data import augment as augmentation
 from mtl_keras.data import builders
 from mtl_keras.data.builders import cityscapes_mt, nyud_mt, nyuv2_3task, pascal_mt
+from mtl_keras.data.sharding import LazyLabels, ShardableSplit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +192,27 @@ def _pairs(tasks):
     return split
 
 
+def _keys_and_decode(
+    builder, split, tasks, *, image_size, augment, num_examples, shuffle, shuffle_buffer, seed,
+    shuffle_seed,
+) -> tuple[tf.data.Dataset, Callable]:  # fmt: skip
+    """The records of ``split`` in reading order (with their augmentation seeds) and the function
+    that decodes, augments and resizes one of them into ``(image, {task: label})``."""
+    size = tuple(int(v) for v in image_size)
+    ds = _encoded(builder, split, tasks, shuffle_files=shuffle, seed=shuffle_seed)
+    if num_examples is not None:
+        ds = ds.take(num_examples)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+    decode, pairs = _decoder(builder), _pairs(tuple(tasks))
+    if augment is None:
+        return ds, lambda ex: pairs(augmentation.resize(decode(ex), size))
+    # the k-th record of a pass gets the k-th seed pair, whichever worker decodes it
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    keys = tf.data.Dataset.zip(ds, seeds)
+    return keys, lambda ex, s: pairs(augmentation.augment(decode(ex), s, augment, size))
+
+
 def make_pipeline(
     builder: tfds.core.DatasetBuilder,
     split: str,
@@ -220,25 +244,36 @@ def make_pipeline(
         shuffle_seed: seed of the file and record shuffling.
         drop_remainder: drop a last, smaller batch.
     """
-    size = tuple(int(v) for v in image_size)
-    ds = _encoded(builder, split, tasks, shuffle_files=shuffle, seed=shuffle_seed)
-    if num_examples is not None:
-        ds = ds.take(num_examples)
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-    decode = _decoder(builder)
-    if augment is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda ex, s: augmentation.augment(decode(ex), s, augment, size),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    else:
-        ds = ds.map(
-            lambda ex: augmentation.resize(decode(ex), size), num_parallel_calls=tf.data.AUTOTUNE
-        )
-    ds = ds.map(_pairs(tuple(tasks)))
+    keys, decode = _keys_and_decode(
+        builder, split, tasks, image_size=image_size, augment=augment, num_examples=num_examples,
+        shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed, shuffle_seed=shuffle_seed,
+    )  # fmt: skip
+    ds = keys.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def make_train_split(
+    builder: tfds.core.DatasetBuilder,
+    tasks: Sequence[str],
+    *,
+    image_size: Sequence[int],
+    batch_size: int,
+    augment: augmentation.AugmentConfig | None = None,
+    num_examples: int | None = None,
+    shuffle_buffer: int = 1024,
+    seed: int = 0,
+    shuffle_seed: int = 0,
+) -> ShardableSplit:
+    """The training split as a :class:`~mtl_keras.data.sharding.ShardableSplit`: its
+    ``pipeline()`` is ``make_pipeline(builder, "train", ..., shuffle=True, drop_remainder=True)``,
+    and a worker's share reads the still-encoded records of every global batch (the shuffle
+    order is global) but decodes and augments only its own (a record-level shard)."""
+    keys, decode = _keys_and_decode(
+        builder, "train", tasks, image_size=image_size, augment=augment,
+        num_examples=num_examples, shuffle=True, shuffle_buffer=shuffle_buffer, seed=seed,
+        shuffle_seed=shuffle_seed,
+    )  # fmt: skip
+    return ShardableSplit(keys, decode, batch_size)
 
 
 def load_examples(
@@ -323,19 +358,22 @@ def load_real(
         augment = None
     builder = prepare(spec, data_dir=data_dir, manual_dir=manual_dir)
     common = {"image_size": size, "batch_size": batch_size}
-    train = make_pipeline(
-        builder, "train", tasks, augment=augment, num_examples=train_examples, shuffle=True,
-        shuffle_buffer=shuffle_buffer, seed=seed, shuffle_seed=shuffle_seed, drop_remainder=True,
-        **common,
+    train = make_train_split(
+        builder, tasks, augment=augment, num_examples=train_examples,
+        shuffle_buffer=shuffle_buffer, seed=seed, shuffle_seed=shuffle_seed, **common,
     )  # fmt: skip
     val = make_pipeline(builder, "validation", tasks, num_examples=val_examples, **common)
     sample = make_pipeline(
         builder, "train", tasks, image_size=size, batch_size=max(1, baseline_examples),
         num_examples=max(1, baseline_examples),
     )  # fmt: skip
-    _, labels = next(iter(sample))
+
+    def labels():
+        _, batch = next(iter(sample))
+        return {t: np.asarray(v) for t, v in batch.items()}
+
     options = {t: dict(o) for t, o in spec.task_options.items() if t in tasks}
-    return DataBundle(train, val, options, {t: np.asarray(v) for t, v in labels.items()})
+    return DataBundle(train.pipeline(), val, options, LazyLabels(labels), train)
 
 
 def load_nyud(tasks: Sequence[str] = ("semseg", "depth"), **kwargs):
@@ -392,6 +430,7 @@ __all__ = [
     "load_pascal_context",
     "load_real",
     "make_pipeline",
+    "make_train_split",
     "prepare",
     "register",
     "task_options",
