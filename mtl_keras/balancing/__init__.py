@@ -13,6 +13,8 @@ from mtl_keras.balancing.aligned_mtl import AlignedMTL
 from mtl_keras.balancing.base import Balancer, GradientBalancer, LossBalancer
 from mtl_keras.balancing.cagrad import CAGrad
 from mtl_keras.balancing.config import ConFIG
+from mtl_keras.balancing.cosmos import COSMOS
+from mtl_keras.balancing.cr_mogm import CRMOGM
 from mtl_keras.balancing.db_mtl import DBMTL
 from mtl_keras.balancing.dtp import DynamicTaskPrioritization
 from mtl_keras.balancing.dualproj import DualProj
@@ -26,9 +28,12 @@ from mtl_keras.balancing.gradvac import GradVac
 from mtl_keras.balancing.imtl_g import IMTLG
 from mtl_keras.balancing.imtl_l import IMTLL
 from mtl_keras.balancing.mgda import MGDA, min_norm_weights
+from mtl_keras.balancing.moco import MoCo
 from mtl_keras.balancing.nash_mtl import NashMTL
+from mtl_keras.balancing.pbi import PenaltyBoundaryIntersection
 from mtl_keras.balancing.pcgrad import PCGrad
 from mtl_keras.balancing.rlw import RandomLossWeighting
+from mtl_keras.balancing.stch import SmoothTchebycheff
 from mtl_keras.balancing.uncertainty import UncertaintyWeighting
 from mtl_keras.balancing.upgrad import UPGrad
 
@@ -42,6 +47,9 @@ BALANCERS: dict[str, type[Balancer]] = {
     "gls": GeometricLossStrategy,
     "imtl_l": IMTLL,
     "famo": FAMO,
+    "stch": SmoothTchebycheff,
+    "pbi": PenaltyBoundaryIntersection,
+    "cosmos": COSMOS,
     # gradient level
     "gradnorm": GradNorm,
     "mgda": MGDA,
@@ -56,6 +64,8 @@ BALANCERS: dict[str, type[Balancer]] = {
     "dualproj": DualProj,
     "config": ConFIG,
     "db_mtl": DBMTL,
+    "moco": MoCo,
+    "cr_mogm": CRMOGM,
 }
 
 # names from papers and LibMTL that differ from the registered ones by more than case, "-" and "_"
@@ -69,6 +79,8 @@ ALIASES = {
     "random_loss_weighting": "rlw",
     "geometric_loss_strategy": "gls",
     "gradient_vaccine": "gradvac",
+    "smooth_tchebycheff": "stch",
+    "penalty_boundary_intersection": "pbi",
 }
 
 
@@ -100,11 +112,14 @@ def get(name: str | Balancer, **kwargs) -> Balancer:
 __all__ = [
     "ALIASES",
     "BALANCERS",
+    "COSMOS",
+    "CRMOGM",
     "DBMTL",
     "FAMO",
     "IMTLG",
     "IMTLL",
     "MGDA",
+    "MoCo",
     "AlignedMTL",
     "Balancer",
     "CAGrad",
@@ -121,7 +136,9 @@ __all__ = [
     "LossBalancer",
     "NashMTL",
     "PCGrad",
+    "PenaltyBoundaryIntersection",
     "RandomLossWeighting",
+    "SmoothTchebycheff",
     "UPGrad",
     "UncertaintyWeighting",
     "available",
