@@ -19,6 +19,7 @@ from mtl_keras.balancing.db_mtl import DBMTL
 from mtl_keras.balancing.dtp import DynamicTaskPrioritization
 from mtl_keras.balancing.dualproj import DualProj
 from mtl_keras.balancing.dwa import DynamicWeightAverage
+from mtl_keras.balancing.fairgrad import FairGrad
 from mtl_keras.balancing.famo import FAMO
 from mtl_keras.balancing.fixed import FixedWeights
 from mtl_keras.balancing.gls import GeometricLossStrategy
@@ -64,6 +65,7 @@ BALANCERS: dict[str, type[Balancer]] = {
     "dualproj": DualProj,
     "config": ConFIG,
     "db_mtl": DBMTL,
+    "fairgrad": FairGrad,
     "moco": MoCo,
     "cr_mogm": CRMOGM,
 }
@@ -127,6 +129,7 @@ __all__ = [
     "DualProj",
     "DynamicTaskPrioritization",
     "DynamicWeightAverage",
+    "FairGrad",
     "FixedWeights",
     "GeometricLossStrategy",
     "GradDrop",
