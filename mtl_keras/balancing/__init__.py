@@ -19,6 +19,7 @@ from mtl_keras.balancing.db_mtl import DBMTL
 from mtl_keras.balancing.dtp import DynamicTaskPrioritization
 from mtl_keras.balancing.dualproj import DualProj
 from mtl_keras.balancing.dwa import DynamicWeightAverage
+from mtl_keras.balancing.excess_mtl import ExcessMTL
 from mtl_keras.balancing.fairgrad import FairGrad
 from mtl_keras.balancing.famo import FAMO
 from mtl_keras.balancing.fixed import FixedWeights
@@ -66,6 +67,7 @@ BALANCERS: dict[str, type[Balancer]] = {
     "config": ConFIG,
     "db_mtl": DBMTL,
     "fairgrad": FairGrad,
+    "excess_mtl": ExcessMTL,
     "moco": MoCo,
     "cr_mogm": CRMOGM,
 }
@@ -129,6 +131,7 @@ __all__ = [
     "DualProj",
     "DynamicTaskPrioritization",
     "DynamicWeightAverage",
+    "ExcessMTL",
     "FairGrad",
     "FixedWeights",
     "GeometricLossStrategy",
