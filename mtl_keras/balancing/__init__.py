@@ -33,6 +33,7 @@ from mtl_keras.balancing.mgda import MGDA, min_norm_weights
 from mtl_keras.balancing.moco import MoCo
 from mtl_keras.balancing.nash_mtl import NashMTL
 from mtl_keras.balancing.pbi import PenaltyBoundaryIntersection
+from mtl_keras.balancing.pcd import PCD
 from mtl_keras.balancing.pcgrad import PCGrad
 from mtl_keras.balancing.rlw import RandomLossWeighting
 from mtl_keras.balancing.stch import SmoothTchebycheff
@@ -68,6 +69,7 @@ BALANCERS: dict[str, type[Balancer]] = {
     "db_mtl": DBMTL,
     "fairgrad": FairGrad,
     "excess_mtl": ExcessMTL,
+    "pcd": PCD,
     "moco": MoCo,
     "cr_mogm": CRMOGM,
 }
@@ -83,6 +85,7 @@ ALIASES = {
     "random_loss_weighting": "rlw",
     "geometric_loss_strategy": "gls",
     "gradient_vaccine": "gradvac",
+    "priority_constrained_descent": "pcd",
     "smooth_tchebycheff": "stch",
     "penalty_boundary_intersection": "pbi",
 }
@@ -123,6 +126,7 @@ __all__ = [
     "IMTLG",
     "IMTLL",
     "MGDA",
+    "PCD",
     "MoCo",
     "AlignedMTL",
     "Balancer",
