@@ -29,6 +29,7 @@ from mtl_keras.balancing.gradnorm import GradNorm
 from mtl_keras.balancing.gradvac import GradVac
 from mtl_keras.balancing.imtl_g import IMTLG
 from mtl_keras.balancing.imtl_l import IMTLL
+from mtl_keras.balancing.krum import Krum
 from mtl_keras.balancing.mgda import MGDA, min_norm_weights
 from mtl_keras.balancing.moco import MoCo
 from mtl_keras.balancing.nash_mtl import NashMTL
@@ -70,6 +71,7 @@ BALANCERS: dict[str, type[Balancer]] = {
     "fairgrad": FairGrad,
     "excess_mtl": ExcessMTL,
     "pcd": PCD,
+    "krum": Krum,
     "moco": MoCo,
     "cr_mogm": CRMOGM,
 }
@@ -143,6 +145,7 @@ __all__ = [
     "GradNorm",
     "GradVac",
     "GradientBalancer",
+    "Krum",
     "LossBalancer",
     "NashMTL",
     "PCGrad",
