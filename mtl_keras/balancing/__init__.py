@@ -38,6 +38,7 @@ from mtl_keras.balancing.pcd import PCD
 from mtl_keras.balancing.pcgrad import PCGrad
 from mtl_keras.balancing.rlw import RandomLossWeighting
 from mtl_keras.balancing.stch import SmoothTchebycheff
+from mtl_keras.balancing.trimmed_mean import TrimmedMean
 from mtl_keras.balancing.uncertainty import UncertaintyWeighting
 from mtl_keras.balancing.upgrad import UPGrad
 
@@ -72,6 +73,7 @@ BALANCERS: dict[str, type[Balancer]] = {
     "excess_mtl": ExcessMTL,
     "pcd": PCD,
     "krum": Krum,
+    "trimmed_mean": TrimmedMean,
     "moco": MoCo,
     "cr_mogm": CRMOGM,
 }
@@ -88,6 +90,7 @@ ALIASES = {
     "geometric_loss_strategy": "gls",
     "gradient_vaccine": "gradvac",
     "priority_constrained_descent": "pcd",
+    "trmean": "trimmed_mean",
     "smooth_tchebycheff": "stch",
     "penalty_boundary_intersection": "pbi",
 }
@@ -152,6 +155,7 @@ __all__ = [
     "PenaltyBoundaryIntersection",
     "RandomLossWeighting",
     "SmoothTchebycheff",
+    "TrimmedMean",
     "UPGrad",
     "UncertaintyWeighting",
     "available",
