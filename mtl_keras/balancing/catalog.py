@@ -28,6 +28,7 @@ COSTS = {
     ("shared", "matrix"): "Jacobian: T backward + O(TP)",
     ("representation", "gramian"): "Gramian of z: T head backward + 1 backward",
     ("representation", "representation_gradients"): "z gradients: T head backward + 1 backward",
+    ("multi_batch", "cross_gramians"): "cross Gramians: T backward per batch",
 }
 COLUMNS = ("name", "class", "level", "sources", "state", "stochastic", "batches/step", "cost")
 
@@ -58,7 +59,7 @@ def describe(name: str) -> dict[str, str]:
         "sources": "–" if "loss" in needs.paths else ", ".join(needs.paths),
         "state": state,
         "stochastic": "yes" if cls.stochastic else "no",
-        "batches/step": "1",
+        "batches/step": str(getattr(needs, "batches", 1)),
         "cost": cost,
         "reference": " ".join(inspect.getdoc(cls).split("\n\n")[0].split()),
     }
