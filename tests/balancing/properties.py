@@ -230,7 +230,7 @@ class GradientMethod(Method):
     def test_gramian_weights_match_aggregate(self):
         b = self.make()
         if not b.gramian_based:
-            pytest.skip(f"{type(b).__name__} needs the matrix, not the Gramian")
+            pytest.skip(f"{type(b).__name__} is not weights from the Gramian: {b.needs.paths}")
         jac = tf.constant(jacobian(3, 11, seed=11))
         gram = tf.matmul(jac, jac, transpose_b=True)
         b.setup(["a", "b", "c"])
