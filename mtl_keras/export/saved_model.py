@@ -5,6 +5,8 @@ images ``[B, H, W, 3]`` of any size and returns, at that size, every task's serv
 (``TaskSpec.serve``): class maps and probabilities, metric depth, unit normals, edge and saliency
 probabilities. Deep-supervision outputs are dropped. The image is resized to the training size the
 network expects, predicted, and the raw predictions are resized back (bilinear) before activation.
+An empty batch ``[0, H, W, 3]`` returns empty outputs. A ``metadata`` signature and label files in
+``assets/`` name the tasks and their classes (:mod:`mtl_keras.export.metadata`).
 
 Exports are atomic: the SavedModel is written into a hidden temporary folder next to the target
 (TF Serving only loads numeric version folders) and renamed into place when complete. The folder
@@ -19,12 +21,14 @@ import numbers
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Mapping
 
 import keras
 import tensorflow as tf
 
 from mtl_keras.architectures.base import is_auxiliary
+from mtl_keras.export.metadata import metadata_function
 from mtl_keras.tasks import TaskSpec
 
 
@@ -47,11 +51,15 @@ def serving_function(network: keras.Model, tasks: dict[str, TaskSpec], image_siz
         images = tf.convert_to_tensor(images)
         if images.dtype != tf.uint8:
             raise TypeError(f"serving expects uint8 images, got {images.dtype}")
-        out_size = tf.shape(images)[1:3]
+        count, out_size = tf.shape(images)[0], tf.shape(images)[1:3]
         x = tf.image.resize(tf.cast(images, tf.float32), size, method="bilinear")
+        # an empty batch runs one blank image (batch normalisation fails on none), then drops it
+        x = tf.cond(count > 0, lambda: x, lambda: tf.zeros([1, *size, 3], tf.float32))
         raw = network(x, training=False)
         resized = {
-            name: tf.image.resize(tf.cast(raw[name], tf.float32), out_size, method="bilinear")
+            name: tf.image.resize(tf.cast(raw[name], tf.float32), out_size, method="bilinear")[
+                :count
+            ]
             for name in tasks
             if not is_auxiliary(name)
         }
@@ -80,6 +88,22 @@ def _new_hidden_folder(root: str, version: int) -> str:
             return path
         except FileExistsError:
             continue
+
+
+def _archive(network: keras.Model, tasks: dict[str, TaskSpec], image_size, labels: str):
+    """The SavedModel: ``serving_default`` and ``metadata`` (its label files in ``labels``)."""
+    archive = keras.export.ExportArchive()
+    archive.track(network)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=serving_function(network, tasks, image_size),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+    )
+    metadata, tables = metadata_function(tasks, labels)
+    for table in tables:
+        archive.track(table)
+    archive.add_endpoint(name="metadata", fn=metadata, input_signature=[])
+    return archive
 
 
 def export_saved_model(
@@ -114,17 +138,11 @@ def export_saved_model(
     target = os.path.join(root, str(version))
     if os.path.exists(target):
         raise FileExistsError(f"export target {target} exists; choose another version or remove it")
-    archive = keras.export.ExportArchive()
-    archive.track(network)
-    archive.add_endpoint(
-        name="serving_default",
-        fn=serving_function(network, tasks, image_size),
-        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
-    )
     tmp = _new_hidden_folder(root, version)
     try:
         try:
-            archive.write_out(tmp, verbose=False)
+            with tempfile.TemporaryDirectory() as labels:  # copied into the export's assets/
+                _archive(network, tasks, image_size, labels).write_out(tmp, verbose=False)
         except tf.errors.PermissionDeniedError as err:
             raise PermissionError(errno.EACCES, err.message, target) from err
         except tf.errors.ResourceExhaustedError as err:  # how TensorFlow reports ENOSPC
