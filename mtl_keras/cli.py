@@ -52,22 +52,52 @@ def _load_trained(recipe, weights: str | None):
     return model, bundle, specs
 
 
+def _print_train_summary(recipe, summary: dict, exporting: bool) -> None:
+    """The run's metrics and summary, then where everything went: run folder, TensorBoard
+    command, results file, checkpoint and export."""
+    folder = recipe.output_dir
+    if summary.get("already_finished"):
+        print(
+            f"{folder} holds a finished run of {recipe.name!r}: it is reported, not trained or "
+            "exported again (mtl-keras train --new-run trains a new model in a new run folder)"
+        )
+    print("\nValidation metrics (model vs trivial baseline):")
+    print(summary.pop("table"))
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    where = {
+        "run folder": folder,
+        "TensorBoard": f"tensorboard --logdir {folder}  (every run, HParams table: "
+        f"tensorboard --logdir {recipe.run_dir})",
+        "results": os.path.join(folder, "results.json"),
+        "checkpoint": summary.get("checkpoint"),
+        "export": summary.get("export"),
+    }
+    if not where["export"] and not exporting:
+        where["export"] = f"none (--no-export; mtl-keras export --recipe {recipe.name} writes one)"
+    print()
+    for label, value in where.items():
+        if value:
+            print(f"{label + ':':<13} {value}")
+
+
 def cmd_train(args) -> int:
     from mtl_keras.training import run
+    from mtl_keras.training.resume import new_run
 
     recipe = _recipe(args)
     scale_out = {k: getattr(args, k) for k in ("strategy", "precision") if getattr(args, k)}
     if scale_out:
         recipe = dataclasses.replace(recipe, **scale_out)
+    if args.new_run:
+        recipe = new_run(recipe)
     summary = run.train(recipe, verbose=2 if args.quiet else "auto", export=not args.no_export)
-    print("\nValidation metrics (model vs trivial baseline):")
-    print(summary.pop("table"))
-    print(json.dumps(summary, indent=2, sort_keys=True))
+    _print_train_summary(recipe, summary, exporting=not args.no_export)
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from mtl_keras.metrics import delta_mtl, write_results
+    from mtl_keras.training.baselines import trivial_baseline
     from mtl_keras.training.building import task_specs
     from mtl_keras.training.reports import (
         evaluate_model,
@@ -83,12 +113,13 @@ def cmd_evaluate(args) -> int:
     base = read_baselines(recipe, task_specs(recipe))
     model, bundle, specs = _load_trained(recipe, args.weights)
     results = evaluate_model(model, bundle.val)
-    extra = {}
+    trivial = trivial_baseline(specs, bundle.train_labels, bundle.val)
+    extra = {"trivial_baseline": trivial}
     if base is not None:
         extra["delta_mtl"] = delta_mtl(results, base, primary_metrics(specs))
     out = args.out or os.path.join(recipe.output_dir, "eval.json")
     write_results(out, recipe.name, results, **extra)
-    print(format_table(results, None, specs))
+    print(format_table(results, trivial, specs, base))
     print(json.dumps({"metrics": results, **extra, "written": out}, indent=2, sort_keys=True))
     return 0
 
@@ -299,7 +330,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="train a recipe, evaluate it and export a SavedModel")
     recipe_args(sp)
     sp.add_argument("--no-export", action="store_true")
-    sp.add_argument("--quiet", action="store_true", help="one line per epoch")
+    sp.add_argument(
+        "--quiet",
+        action="store_true",
+        help="one line per epoch (the metrics and where the files went still print)",
+    )
+    sp.add_argument(
+        "--new-run",
+        action="store_true",
+        help="train a new model in a new run folder (NAME-2, NAME-3, ...; the newest one "
+        "resumes if it was interrupted) instead of reporting a finished run",
+    )
     sp.add_argument(
         "--strategy",
         metavar="{default,mirrored,multi_worker,tpu}",

@@ -27,11 +27,13 @@ def single_task_recipe(recipe: Recipe, task: str) -> Recipe:
 
     As the survey's single-task baselines (Vandenhende et al., TPAMI 2022, Sec. 5): the recipe's
     data, backbone, head and optimisation with only ``task`` and its unweighted loss; named
-    ``f"{recipe.name}__single_{task}"``, in the same ``run_dir``.
+    ``f"{recipe.name}__single_{task}"``, in the same ``run_dir`` (in its own folder of that
+    name, shared by every run folder of ``recipe``: ``run_name`` is not inherited).
     """
     return dataclasses.replace(
         recipe,
         name=f"{recipe.name}__single_{task}",
+        run_name=None,
         tasks=(task,),
         architecture="single_task",
         architecture_kwargs={},

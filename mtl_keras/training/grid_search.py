@@ -49,6 +49,7 @@ def grid_search(
         trial = dataclasses.replace(
             recipe,
             name=f"{recipe.name}_grid{i}",
+            run_name=None,  # each trial in its own folder, named after it
             balancer="fixed",
             balancer_kwargs={"weights": dict(weights)},
             epochs=epochs or recipe.epochs,

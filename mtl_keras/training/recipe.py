@@ -91,6 +91,9 @@ class Recipe:
     resume: bool = True
     # outputs
     run_dir: str = "runs"
+    #: the run folder's name in ``run_dir`` (None: the recipe's name); ``mtl-keras train
+    #: --new-run`` picks the next free one (``resume.new_run``)
+    run_name: str | None = None
     export_dir: str = "saved_models"
     export_version: int | None = None
     baselines: str | None = None
@@ -101,7 +104,7 @@ class Recipe:
 
     @property
     def output_dir(self) -> str:
-        return f"{self.run_dir}/{self.name}"
+        return f"{self.run_dir}/{self.run_name or self.name}"
 
     def with_overrides(self, assignments: list[str] | None) -> Recipe:
         """Apply ``key=value`` strings; values are JSON (``lr=1e-3``, ``tasks=["semseg"]``)."""

@@ -107,6 +107,11 @@ _FIELD_CHECKS = {
     ),
     "resume": (_boolean, "true or false", "false"),
     "run_dir": (_text, "a folder", "runs"),
+    "run_name": (
+        _optional(lambda v: _text(v) and "/" not in v and v not in (".", "..")),
+        "null (the recipe's name) or a folder name without '/'",
+        "demo-2",
+    ),
     "export_dir": (_text, "a folder", "saved_models"),
     "export_version": (_optional(lambda v: _integer(v, 1)), "null or an integer >= 1", "2"),
     "baselines": (_optional(_text), "null or a result file or folder", "runs/baselines"),

@@ -19,15 +19,29 @@ def primary_metrics(specs: dict[str, TaskSpec]) -> dict[str, bool]:
     }
 
 
-def format_table(results: dict, baseline: dict | None, specs: dict[str, TaskSpec]) -> str:
-    """A readable table: task, metric, model, trivial baseline, better-is direction."""
-    lines = [f"{'task':<12} {'metric':<14} {'model':>10} {'baseline':>10}  better"]
+def format_table(
+    results: dict,
+    baseline: dict | None,
+    specs: dict[str, TaskSpec],
+    single_task: dict | None = None,
+) -> str:
+    """A readable table: task, metric, model, trivial baseline, better-is direction.
+
+    With ``single_task`` (the single-task results Δ_MTL compares with, :func:`read_baselines`)
+    a ``single-task`` column follows the trivial baseline's.
+    """
+
+    def cell(values: dict | None, key: str) -> str:
+        return f"{values[key]:>11.4f}" if values and key in values else f"{'-':>11}"
+
+    extra = f" {'single-task':>11}" if single_task is not None else ""
+    lines = [f"{'task':<12} {'metric':<14} {'model':>10} {'baseline':>11}{extra}  better"]
     for t, spec in specs.items():
         for key, higher in spec.higher_is_better.items():
             mid = spec.metric_id(key)
             if mid not in results:
                 continue
-            base = f"{baseline[mid]:>10.4f}" if baseline and mid in baseline else f"{'-':>10}"
+            base = cell(baseline, mid) + (f" {cell(single_task, mid)}" if extra else "")
             lines.append(
                 f"{t:<12} {key:<14} {results[mid]:>10.4f} {base}  {'higher' if higher else 'lower'}"
             )

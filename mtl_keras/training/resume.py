@@ -5,10 +5,15 @@ A run is resumable: started again with the same recipe after a crash, it continu
 uninterrupted run. The fingerprint is the part of the recipe that determines those weights; the
 run folder records the recipe in ``recipe.json`` when a run starts, and a run with another
 fingerprint is refused there (:func:`claim_run_folder`) rather than mixed with it.
+
+A run is finished once it has written ``results.json`` and removed its resume state. Started
+again, a finished run is reported, not trained again into the same checkpoint and TensorBoard
+folder (:func:`finished_summary`); :func:`new_run` gives a recipe its next run folder instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -20,6 +25,7 @@ from mtl_keras.training.recipe import Recipe
 #: Recipe fields that do not change the trained weights: a resume state ignores them.
 NOT_IN_FINGERPRINT = (
     "run_dir",
+    "run_name",
     "export_dir",
     "export_version",
     "baselines",
@@ -33,6 +39,9 @@ NOT_IN_FINGERPRINT = (
 
 #: The record of the run a folder belongs to: the recipe, written when the run starts.
 RECIPE_FILE = "recipe.json"
+
+#: What a run writes when it has finished: its metrics, baselines and paths.
+RESULTS_FILE = "results.json"
 
 #: Hidden temporaries of the atomic writers, left behind by a killed process: checkpoints,
 #: resume states and ``recipe.json`` (``callbacks.atomic_write_text``) and exports
@@ -88,8 +97,9 @@ def claim_run_folder(recipe: Recipe, *, write: bool) -> None:
         raise ResumeStateError(
             f"the run folder {folder} belongs to a run of {recipe.name!r} with other {differ} "
             f"(see {os.path.join(folder, RECIPE_FILE)}). To start this run afresh, delete "
-            f"{folder} or choose another run folder (--set run_dir=DIR); to continue that run, "
-            "start it again with its own settings"
+            f"{folder}, choose another run folder (--set run_dir=DIR) or train in a new one "
+            "beside it (mtl-keras train --new-run); to continue that run, start it again with "
+            "its own settings"
         )
     if not write:
         return
@@ -103,6 +113,58 @@ def claim_run_folder(recipe: Recipe, *, write: bool) -> None:
     atomic_write_text(
         os.path.join(folder, RECIPE_FILE), json.dumps(recipe.to_dict(), indent=2, default=str)
     )
+
+
+def is_finished(folder: str, recipe: Recipe) -> bool:
+    """Whether ``folder`` holds a finished run of ``recipe``: its ``results.json``, recorded for
+    the same fingerprint, and no resume state left (the run removes it last)."""
+    return (
+        os.path.exists(os.path.join(folder, RESULTS_FILE))
+        and not os.path.exists(os.path.join(folder, "backup", TrainingBackup.STATE))
+        and recorded_differences(folder, recipe) == []
+    )
+
+
+def finished_summary(recipe: Recipe) -> dict | None:
+    """The summary of ``recipe``'s finished run, from its ``results.json``, else ``None``.
+
+    A rerun of a finished recipe returns this instead of training again (which would overwrite
+    its checkpoint, write a second set of curves over the first in its TensorBoard folder, and
+    export another version of the same model). ``already_finished`` is true in it.
+
+    Raises:
+        ResumeStateError: ``results.json`` is not a JSON object.
+    """
+    folder = recipe.output_dir
+    if not is_finished(folder, recipe):
+        return None
+    path = os.path.join(folder, RESULTS_FILE)
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except json.JSONDecodeError:
+        stored = None
+    if not isinstance(stored, dict):
+        raise ResumeStateError(f"{path} does not hold a run's results as JSON; delete it to train")
+    return {"recipe": stored.pop("task", recipe.name), **stored, "already_finished": True}
+
+
+def new_run(recipe: Recipe) -> Recipe:
+    """``recipe`` in a new run folder of ``run_dir`` (``mtl-keras train --new-run``).
+
+    The folders of a recipe are ``<name>``, ``<name>-2``, ``<name>-3``, ...: this is the newest
+    one when it holds an unfinished run of the same settings (so the same command resumes it
+    after a crash), else the first that does not exist. Each has its own checkpoints, results
+    and TensorBoard logs; its export is the next version of ``<export_dir>/<name>``.
+    """
+    names = [recipe.name]
+    while os.path.exists(os.path.join(recipe.run_dir, names[-1])):
+        names.append(f"{recipe.name}-{len(names) + 1}")
+    if len(names) > 1:
+        newest = os.path.join(recipe.run_dir, names[-2])
+        if recorded_differences(newest, recipe) == [] and not is_finished(newest, recipe):
+            return dataclasses.replace(recipe, run_name=names[-2])
+    return dataclasses.replace(recipe, run_name=names[-1])
 
 
 def remove_temporaries(folder: str) -> list[str]:

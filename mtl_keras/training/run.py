@@ -38,6 +38,7 @@ from mtl_keras.training.building import (
 )
 from mtl_keras.training.callbacks import AtomicCheckpoint, NonFiniteLossGuard, PredictionImages
 from mtl_keras.training.distribute import make_strategy
+from mtl_keras.training.hparams import write_final_metrics, write_hparams
 from mtl_keras.training.precision import precision_policy
 from mtl_keras.training.recipe import Recipe
 from mtl_keras.training.reports import (
@@ -47,7 +48,12 @@ from mtl_keras.training.reports import (
     summarise,
     write_summary,
 )
-from mtl_keras.training.resume import claim_run_folder, training_backup
+from mtl_keras.training.resume import (
+    RESULTS_FILE,
+    claim_run_folder,
+    finished_summary,
+    training_backup,
+)
 
 __all__ = ["train"]
 
@@ -67,7 +73,12 @@ def train(
     first where not yet done, under the same strategy and without export. With ``recipe.resume``
     (the default) a run killed part-way continues, when started again with the same recipe, from
     the end of its last complete epoch and ends with the weights of an uninterrupted run; the
-    resume state is removed once the run has finished.
+    resume state is removed once the run has finished. A finished run (its ``results.json`` and
+    no resume state, :func:`~mtl_keras.training.resume.finished_summary`) is reported, not
+    trained again: the summary read back has ``already_finished`` set, and nothing is written or
+    exported (:func:`~mtl_keras.training.resume.new_run` gives a recipe a new run folder).
+    The chief records the recipe's HParams and the final metrics in the TensorBoard logs
+    (:mod:`~mtl_keras.training.hparams`).
     Under a multi-worker strategy every worker trains, but only the chief writes files.
 
     Before anything trains, the ``baselines`` files are checked for every task's metric
@@ -105,6 +116,13 @@ def _run(recipe, strategy, verbose, export, extra_callbacks, baselines=None) -> 
 
 
 def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, baselines) -> dict:
+    finished = finished_summary(recipe)
+    if finished is not None:  # reported, not trained again (mtl-keras train --new-run trains anew)
+        table_baseline = finished.get("trivial_baseline")
+        finished["table"] = format_table(
+            finished["metrics"], table_baseline, task_specs(recipe), baselines
+        )
+        return finished
     bundle = load_data(recipe)
     specs = task_specs(recipe, bundle.task_options)
     steps = steps_per_epoch(recipe, bundle.train)
@@ -119,6 +137,8 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, basel
     os.makedirs(out, exist_ok=True)
     backup = training_backup(recipe, write=chief)
     initial_epoch = backup.restore(model) if recipe.resume else 0
+    if chief and initial_epoch == 0:  # once per run (a resumed run has them)
+        write_hparams(os.path.join(out, "tensorboard"), recipe)
     # a checkpoint in the folder is this run's only when resuming (a finished run's is not)
     checkpoint = AtomicCheckpoint(os.path.join(out, "checkpoints"), resumed=initial_epoch > 0)
     images, labels = next(iter(bundle.val.take(1)))
@@ -173,8 +193,6 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, basel
         init_from_single_task=initialised_from,
         replicas=strategy.num_replicas_in_sync,
     )
-    if chief:
-        write_summary(os.path.join(out, "results.json"), summary)
     if export and chief:
         summary["export"] = export_saved_model(
             model.network,
@@ -184,6 +202,10 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, basel
             image_size=recipe.image_size,
             version=recipe.export_version,
         )
+    if chief:  # last, naming the export: a run is finished once it is there
+        write_summary(os.path.join(out, RESULTS_FILE), summary)
+        final = {**results, **{k: summary[k] for k in ("delta_mtl",) if k in summary}}
+        write_final_metrics(os.path.join(out, "tensorboard"), final, step=recipe.epochs)
     backup.clear()
-    summary["table"] = format_table(results, baseline, specs)
+    summary["table"] = format_table(results, baseline, specs, baselines)
     return summary

@@ -104,8 +104,13 @@ def test_a_folder_of_other_settings_is_refused(trained, tmp_path):
         run.train(tiny(root, learning_rate=0.01), verbose=0, callbacks=[StopAtStart()])
     recorded = json.loads((root / TINY["name"] / "recipe.json").read_text())
     assert recorded["learning_rate"] == 0.05  # the folder still records its own run
-    with pytest.raises(Started):  # output-only fields make no other run: it starts again here
-        run.train(tiny(root, image_summaries=1, export_version=3), callbacks=[StopAtStart()])
+    # output-only fields make no other run: the finished run is reported (not trained again),
+    # and once it is not finished (no results.json) it starts again here
+    same = tiny(root, image_summaries=1, export_version=3)
+    assert run.train(same, callbacks=[StopAtStart()])["already_finished"]
+    (root / TINY["name"] / "results.json").unlink()
+    with pytest.raises(Started):
+        run.train(same, callbacks=[StopAtStart()])
 
 
 def poisoned_from(epoch: int, monkeypatch):
@@ -125,7 +130,8 @@ def poisoned_from(epoch: int, monkeypatch):
 
 
 def test_nan_error_names_no_checkpoint_of_an_earlier_run(trained, tmp_path, monkeypatch):
-    root = copy_of(trained, tmp_path)  # the finished run's checkpoint, same settings
+    root = copy_of(trained, tmp_path)  # the checkpoint of an earlier run of the same settings,
+    (root / TINY["name"] / "results.json").unlink()  # which did not finish (or it is reported)
     earlier = root / TINY["name"] / "checkpoints" / "last.weights.h5"
     poisoned_from(1, monkeypatch)
     with pytest.raises(NonFiniteLossError, match=r"\['depth'\].*not written a checkpoint") as err:
