@@ -36,6 +36,7 @@ PATH_INPUTS = {
     "loss": ("losses",),
     "shared": ("gramian", "matrix"),
     "representation": ("gramian", "representation_gradients"),
+    "multi_batch": ("cross_gramians",),
 }
 
 
@@ -46,18 +47,27 @@ class Needs:
     Attributes:
         paths: ``{path: input}`` in order of preference. Paths: ``"loss"`` (one backward pass of
             the combined objective), ``"shared"`` (per-task gradients of the shared variables),
-            ``"representation"`` (per-task gradients of the shared representation). Inputs:
-            ``"losses"``, ``"gramian"``, ``"matrix"``, ``"representation_gradients"``.
+            ``"representation"`` (per-task gradients of the shared representation),
+            ``"multi_batch"`` (per-task gradients of the shared variables on each of several
+            mini-batches). Inputs: ``"losses"``, ``"gramian"``, ``"matrix"``,
+            ``"representation_gradients"``, ``"cross_gramians"``.
         losses_after_step: the losses of the same batch are evaluated again after the update
             and given to :meth:`Balancer.after_step` (FAMO).
+        batches: independent mini-batches a training step consumes (1 but on the
+            ``"multi_batch"`` path, whose balancer gets the cross Gramians of ``batches >= 2``
+            mini-batches, :meth:`GradientBalancer.weights_from_gramians`). The step's batch then
+            holds ``batches`` mini-batches of the recipe's ``batch_size``.
 
     Example:
         >>> Needs({"shared": "matrix"}).paths
         {'shared': 'matrix'}
+        >>> Needs({"multi_batch": "cross_gramians"}, batches=3).batches
+        3
     """
 
     paths: Mapping[str, str]
     losses_after_step: bool = False
+    batches: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "paths", dict(self.paths))
@@ -70,6 +80,19 @@ class Needs:
                 )
         if "loss" in self.paths and len(self.paths) > 1:
             raise ValueError("a balancer works on the losses or on gradients, not both")
+        multi = "multi_batch" in self.paths
+        if multi and len(self.paths) > 1:
+            raise ValueError("a multi-batch balancer runs on the multi_batch path only")
+        if multi and not (isinstance(self.batches, int) and self.batches >= 2):
+            raise ValueError(
+                f"batches={self.batches!r}: the multi_batch path takes an integer >= 2 "
+                "mini-batches per step"
+            )
+        if not multi and self.batches != 1:
+            raise ValueError(
+                f"batches={self.batches!r}: only the multi_batch path takes several mini-batches "
+                "per step; declare Needs({'multi_batch': 'cross_gramians'}, batches=...)"
+            )
 
 
 class Balancer(keras.layers.Layer):
@@ -192,6 +215,22 @@ class GradientBalancer(Balancer):
         Return ``None``-raising NotImplementedError for methods that need the Jacobian itself.
         """
         raise NotImplementedError
+
+    def weights_from_gramians(
+        self, gramians: tf.Tensor, losses: tf.Tensor, step: tf.Tensor
+    ) -> tf.Tensor:
+        """(k, T) weights ``W`` such that the update is ``sum_a sum_i W[a, i] g_{a,i}``, from the
+        cross Gramians of ``k = needs.batches`` independent mini-batches (the ``"multi_batch"``
+        path: SDMGrad, MoDo).
+
+        Args:
+            gramians: (k, k, T, T), ``gramians[a, b] = J_a J_b^T`` with ``J_a`` the (T, P)
+                per-task gradients of the shared variables on mini-batch ``a`` (global: summed
+                over replicas).
+            losses: (k, T) all-reduced task losses of each mini-batch.
+            step: the optimizer's iteration counter.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not take several mini-batches")
 
     @property
     def gramian_based(self) -> bool:

@@ -7,6 +7,7 @@ a resumed run identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import random
 
@@ -38,7 +39,11 @@ def resolve_jit(value) -> bool:
 
 
 def load_data(recipe: Recipe) -> data.DataBundle:
-    """The recipe's dataset; real datasets also get their folders and augmentation switch."""
+    """The recipe's dataset; real datasets also get their folders and augmentation switch.
+
+    A training step takes :func:`batches_per_step` mini-batches of ``recipe.batch_size``, so the
+    training batches hold that many times ``batch_size`` examples (validation batches do not).
+    """
     kwargs = {}
     if recipe.dataset != "synthetic":
         kwargs = {
@@ -46,7 +51,7 @@ def load_data(recipe: Recipe) -> data.DataBundle:
             "manual_dir": recipe.manual_dir,
             "augment": recipe.augment,
         }
-    return data.load(
+    bundle = data.load(
         recipe.dataset,
         (*recipe.tasks, *recipe.auxiliary_tasks),
         image_size=recipe.image_size,
@@ -57,6 +62,27 @@ def load_data(recipe: Recipe) -> data.DataBundle:
         shuffle_seed=recipe.seed,
         **kwargs,
     )
+    return batched_per_step(bundle, batches_per_step(recipe), recipe.batch_size)
+
+
+def batches_per_step(recipe: Recipe) -> int:
+    """The mini-batches one training step consumes: the balancer's ``needs.batches`` (3 for
+    SDMGrad, 2 or 3 for MoDo, else 1)."""
+    return balancing.get(recipe.balancer, **balancer_kwargs(recipe)).needs.batches
+
+
+def batched_per_step(bundle: data.DataBundle, batches: int, batch_size: int) -> data.DataBundle:
+    """``bundle`` whose training batches hold ``batches`` mini-batches of ``batch_size``: the
+    same example stream, batched by ``batches * batch_size`` (in the shardable split too, so
+    workers that decode shares cut the same global batches)."""
+    if batches == 1:
+        return bundle
+    split = bundle.train_split
+    if split is None:
+        train = bundle.train.rebatch(batches * batch_size, drop_remainder=True)
+        return dataclasses.replace(bundle, train=train)
+    split = dataclasses.replace(split, batch_size=batches * batch_size)
+    return dataclasses.replace(bundle, train=split.pipeline(), train_split=split)
 
 
 def task_specs(recipe: Recipe, bundle_options: dict | None = None) -> dict[str, TaskSpec]:
@@ -179,6 +205,7 @@ def steps_per_epoch(recipe: Recipe, train_ds: tf.data.Dataset) -> int:
     if steps == 0:
         raise ValueError(
             f"recipe {recipe.name!r}: the training data has no full batch of "
-            f"batch_size={recipe.batch_size}; lower batch_size or add examples"
+            f"{batches_per_step(recipe)} x batch_size={recipe.batch_size} examples (mini-batches "
+            "per step x batch_size); lower batch_size or add examples"
         )
     return steps

@@ -2,7 +2,8 @@
 
 One file per path: :mod:`.loss` (the balancer combines the losses), :mod:`.shared` (the Jacobian
 of the shared variables), :mod:`.representation` (per-task gradients of the shared
-representation). :func:`choose` picks one, once, from the balancer's declared needs and the
+representation), :mod:`.multi_batch` (the shared variables' per-task gradients on several
+mini-batches per step). :func:`choose` picks one, once, from the balancer's declared needs and the
 network's sharing; a new path is a new file registered in :data:`PATHS`.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from mtl_keras.balancing import method_name
 from mtl_keras.training.gradient_paths.base import GradientPath, Record, Update
 from mtl_keras.training.gradient_paths.loss import LossPath
+from mtl_keras.training.gradient_paths.multi_batch import MultiBatchPath
 from mtl_keras.training.gradient_paths.representation import RepresentationPath
 from mtl_keras.training.gradient_paths.shared import SharedPath
 
@@ -18,6 +20,7 @@ PATHS: dict[str, type[GradientPath]] = {
     "loss": LossPath,
     "shared": SharedPath,
     "representation": RepresentationPath,
+    "multi_batch": MultiBatchPath,
 }
 SOURCES = ("auto", "shared", "representation")
 
@@ -31,6 +34,14 @@ def choose(balancer, sharing, source: str = "auto") -> str:
     accepted = list(balancer.needs.paths)
     if "loss" in accepted:
         return "loss"
+    if "multi_batch" in accepted:  # the shared variables' gradients on several mini-batches
+        if source not in ("auto", "shared") or not sharing.shared_variables:
+            raise ValueError(
+                f"balancer {method_name(balancer)!r} runs on the shared variables' gradients of "
+                f"several mini-batches: it needs shared variables and gradient_source='auto' or "
+                f"'shared' (got {source!r})"
+            )
+        return "multi_batch"
     allowed = [
         p
         for p in accepted
@@ -62,6 +73,7 @@ __all__ = [
     "SOURCES",
     "GradientPath",
     "LossPath",
+    "MultiBatchPath",
     "Record",
     "RepresentationPath",
     "SharedPath",
