@@ -32,11 +32,13 @@ from mtl_keras.balancing.imtl_l import IMTLL
 from mtl_keras.balancing.krum import Krum
 from mtl_keras.balancing.mgda import MGDA, min_norm_weights
 from mtl_keras.balancing.moco import MoCo
+from mtl_keras.balancing.modo import MoDo
 from mtl_keras.balancing.nash_mtl import NashMTL
 from mtl_keras.balancing.pbi import PenaltyBoundaryIntersection
 from mtl_keras.balancing.pcd import PCD
 from mtl_keras.balancing.pcgrad import PCGrad
 from mtl_keras.balancing.rlw import RandomLossWeighting
+from mtl_keras.balancing.sdmgrad import SDMGrad
 from mtl_keras.balancing.stch import SmoothTchebycheff
 from mtl_keras.balancing.trimmed_mean import TrimmedMean
 from mtl_keras.balancing.uncertainty import UncertaintyWeighting
@@ -76,6 +78,9 @@ BALANCERS: dict[str, type[Balancer]] = {
     "trimmed_mean": TrimmedMean,
     "moco": MoCo,
     "cr_mogm": CRMOGM,
+    # gradient level, several mini-batches per step
+    "sdmgrad": SDMGrad,
+    "modo": MoDo,
 }
 
 # names from papers and LibMTL that differ from the registered ones by more than case, "-" and "_"
@@ -133,6 +138,7 @@ __all__ = [
     "MGDA",
     "PCD",
     "MoCo",
+    "MoDo",
     "AlignedMTL",
     "Balancer",
     "CAGrad",
@@ -154,6 +160,7 @@ __all__ = [
     "PCGrad",
     "PenaltyBoundaryIntersection",
     "RandomLossWeighting",
+    "SDMGrad",
     "SmoothTchebycheff",
     "TrimmedMean",
     "UPGrad",

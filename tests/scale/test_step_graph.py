@@ -41,16 +41,23 @@ def test_the_check_sees_host_ops():
 
 @pytest.mark.parametrize(
     "name,source",
-    [("fixed", "auto"), ("mgda", "shared"), ("mgda", "representation"), ("graddrop", "auto")],
+    [
+        ("fixed", "auto"),
+        ("mgda", "shared"),
+        ("mgda", "representation"),
+        ("graddrop", "auto"),
+        ("sdmgrad", "auto"),
+    ],
 )
 def test_train_step_graph_has_no_host_ops(name, source):
     specs = tiny_specs(TASKS)
     model = MultiTaskModel(micro_network(TASKS), list(specs.values()), name, gradient_source=source)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     model.optimizer.build(model.trainable_variables)
-    images = tf.TensorSpec([2, 16, 16, 3], tf.uint8)
+    n = 2 * model.balancer.needs.batches  # mini-batches of 2
+    images = tf.TensorSpec([n, 16, 16, 3], tf.uint8)
     labels = {
-        t: tf.TensorSpec([2, 16, 16, s.label_channels], s.label_dtype) for t, s in specs.items()
+        t: tf.TensorSpec([n, 16, 16, s.label_channels], s.label_dtype) for t, s in specs.items()
     }
     step = tf.function(model.train_step).get_concrete_function((images, labels))
     assert not HOST_OPS & op_types(step)

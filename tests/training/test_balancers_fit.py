@@ -30,11 +30,14 @@ def _model(name, source="auto"):
     return model
 
 
-def _data(n=4, batch=4):
-    arrays = tiny_arrays(TASKS, n=n, size=16)
+def _data(name, n=4, batch=4):
+    """``n // batch`` steps of ``batch`` examples per mini-batch: a step of a multi-batch method
+    takes the ``needs.batches`` mini-batches it declares."""
+    k = balancing.get(name, **_kwargs(name)).needs.batches
+    arrays = tiny_arrays(TASKS, n=n * k, size=16)
     return tf.data.Dataset.from_tensor_slices(
         (arrays["image"], {t: arrays[t] for t in TASKS})
-    ).batch(batch)
+    ).batch(batch * k)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def mirrored():
 @pytest.mark.parametrize("name", balancing.available())
 def test_two_steps_and_state_round_trip(name, tmp_path):
     model = _model(name)
-    hist = model.fit(_data(n=4, batch=2), epochs=1, verbose=0)
+    hist = model.fit(_data(name, n=4, batch=2), epochs=1, verbose=0)
     logs = {k: v[-1] for k, v in hist.history.items()}
     assert all(np.isfinite(logs[f"{t}_loss"]) and np.isfinite(logs[f"{t}_weight"]) for t in TASKS)
     path = str(tmp_path / "m.weights.h5")
@@ -66,7 +69,7 @@ def test_two_replicas_equal_one_device(name, mirrored):
     def step(strategy):
         with strategy.scope():
             model = _model(name)
-        model.fit(_data(), epochs=1, verbose=0)
+        model.fit(_data(name), epochs=1, verbose=0)
         return model
 
     one, two = step(tf.distribute.get_strategy()), step(mirrored)
