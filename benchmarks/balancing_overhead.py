@@ -22,6 +22,10 @@ steps); its peak memory is the growth of the process's maximum resident set abov
 just before the model is built (model, optimizer, traced step and its activations; the TensorFlow
 runtime and the data are left out).
 
+**Multi-batch methods** (SDMGrad, MoDo: ``needs.batches`` mini-batches of ``--batch`` per step,
+batched as a recipe's data is) are reported per mini-batch consumed: their step time is divided by
+that count (their peak memory is that of a step).
+
 Ratios divide by the ``fixed`` (equal weights) run of the same configuration. The ``jacobian`` row
 is the floor of every full-Jacobian method: the per-task gradients of the shared variables combined
 with equal weights and no aggregation work; "/ Jacobian floor" is each shared-source method's CPU
@@ -113,30 +117,42 @@ def _model(method: str, size: int, bundle, batch: int):
     return building.build_model(recipe, specs, steps=1000)
 
 
+def _step_batches(bundle, batches: int, batch: int):
+    """The endless training stream with ``batches`` mini-batches of ``batch`` per step."""
+    from mtl_keras.training import building
+
+    return building.batched_per_step(bundle, batches, batch).train.repeat()
+
+
 def time_worker(methods: list[str], size: int, num_tasks: int, rounds: int, steps: int, batch):
-    """Median wall and CPU seconds per step of every method, measured interleaved."""
+    """Median wall and CPU seconds per mini-batch consumed (a step, but for multi-batch
+    methods) of every method, measured interleaved."""
     import tensorflow as tf
 
     bundle = _data(size, num_tasks, batch)
-    batches = list(bundle.train.take(steps))
-    steps_fn, sources = {}, {}
+    steps_fn, sources, per_step, streams = {}, {}, {}, {}
     for m in methods:
         model = _model(m, size, bundle, batch)
+        k = per_step[m] = model.balancer.needs.batches
+        if k not in streams:  # k mini-batches per step
+            streams[k] = list(_step_batches(bundle, k, batch).take(steps))
         fn = tf.function(model.train_step)
-        fn(batches[0])  # trace and warm up
-        fn(batches[-1])
+        fn(streams[k][0])  # trace and warm up
+        fn(streams[k][-1])
         steps_fn[m], sources[m] = fn, model.gradient_source or "loss"
     wall = {m: [] for m in methods}
     cpu = {m: [] for m in methods}
     for r in range(rounds):
         order = methods[r % len(methods) :] + methods[: r % len(methods)]
         for m in order:
+            batches = streams[per_step[m]]
             w, c = time.perf_counter(), time.process_time()
             for b in batches:
                 logs = steps_fn[m](b)
             float(logs["loss"])  # wait for the last step
-            wall[m].append((time.perf_counter() - w) / len(batches))
-            cpu[m].append((time.process_time() - c) / len(batches))
+            consumed = len(batches) * per_step[m]  # mini-batches
+            wall[m].append((time.perf_counter() - w) / consumed)
+            cpu[m].append((time.process_time() - c) / consumed)
     return {
         m: {
             "step_s": statistics.median(wall[m]),
@@ -152,7 +168,8 @@ def memory_worker(method: str, size: int, num_tasks: int, batch: int) -> dict:
     bundle = _data(size, num_tasks, batch)
     rss0 = _rss_kb()
     model = _model(method, size, bundle, batch)
-    model.fit(bundle.train.repeat(), steps_per_epoch=3, epochs=1, verbose=0)
+    stream = _step_batches(bundle, model.balancer.needs.batches, batch)
+    model.fit(stream, steps_per_epoch=3, epochs=1, verbose=0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
     return {"peak_kb": max(peak, 1)}
 
@@ -238,7 +255,7 @@ def main() -> None:
         return "-" if v is None else f"{v:.2f}"
 
     table = [
-        "| size | T | method | source | step (ms) | time / equal | CPU time / equal "
+        "| size | T | method | source | ms per batch consumed | time / equal | CPU time / equal "
         "| / Jacobian floor | peak mem / equal |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
