@@ -75,7 +75,7 @@ def _next_version(root: str) -> int:
     return max(versions, default=0) + 1
 
 
-def _new_hidden_folder(root: str, version: int) -> str:
+def _new_hidden_folder(root: str, version) -> str:
     """A new empty folder ``root/.tmp-<version>-<random>`` with the umask's mode.
 
     ``os.mkdir`` applies the umask (``tempfile.mkdtemp`` would make it ``0o700``, and the mode
@@ -138,7 +138,22 @@ def export_saved_model(
     target = os.path.join(root, str(version))
     if os.path.exists(target):
         raise FileExistsError(f"export target {target} exists; choose another version or remove it")
-    tmp = _new_hidden_folder(root, version)
+    return write_saved_model(network, tasks, target, image_size=image_size)
+
+
+def write_saved_model(network: keras.Model, tasks: dict[str, TaskSpec], target: str, *, image_size):
+    """Write the served SavedModel (``serving_default`` and ``metadata``) to the new folder
+    ``target``, atomically: into a hidden sibling folder, then renamed. Returns ``target``.
+
+    Raises:
+        FileExistsError: ``target`` exists.
+        OSError: a folder cannot be created or written; the error names the path.
+    """
+    if os.path.exists(target):
+        raise FileExistsError(f"export target {target} exists; choose another path or remove it")
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    tmp = _new_hidden_folder(parent, os.path.basename(os.path.abspath(target)))
     try:
         try:
             with tempfile.TemporaryDirectory() as labels:  # copied into the export's assets/

@@ -19,7 +19,7 @@ import tensorflow as tf
 from mtl_keras import balancing
 from mtl_keras import tasks as tasks_lib
 from mtl_keras.architectures.base import sharing_of
-from mtl_keras.export.saved_model import served_outputs, serving_function
+from mtl_keras.export.saved_model import served_outputs, write_saved_model
 from mtl_keras.tasks import TaskSpec
 from mtl_keras.training import gradient_paths, replicas
 from mtl_keras.training.callbacks import NonFiniteLossGuard
@@ -263,8 +263,9 @@ class MultiTaskModel(keras.Model):
         return served_outputs(self._specs, self.network(x, training=False))
 
     def export(self, filepath, format="tf_saved_model", verbose=None, *, image_size=None, **kwargs):
-        """Write a SavedModel whose ``serving_default`` is that of ``mtl-keras export``: uint8
-        images ``[B, H, W, 3]`` of any size in, every task's served outputs at that size out.
+        """Write the SavedModel ``mtl-keras export`` writes, atomically: ``serving_default``
+        (uint8 images ``[B, H, W, 3]`` of any size in, every task's served outputs at that size
+        out) and ``metadata`` (task and class names).
 
         Args:
             filepath: the SavedModel folder to write.
@@ -282,11 +283,4 @@ class MultiTaskModel(keras.Model):
                 f"network {self.network.name!r} takes images of any size; pass "
                 "export(path, image_size=(H, W)), the size it was trained at"
             )
-        archive = keras.export.ExportArchive()
-        archive.track(self.network)
-        archive.add_endpoint(
-            name="serving_default",
-            fn=serving_function(self.network, self._specs, size),
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
-        )
-        archive.write_out(filepath, verbose=bool(verbose))
+        write_saved_model(self.network, self._specs, filepath, image_size=size)

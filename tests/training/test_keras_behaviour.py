@@ -78,8 +78,10 @@ def test_predict_and_export_serve_the_same_outputs(tmp_path):
     np.testing.assert_array_equal(served["semseg_class"], raw["semseg"].argmax(-1))
     path = str(tmp_path / "export")
     model.export(path)
-    signature = tf.saved_model.load(path).signatures["serving_default"]
-    out = signature(images=tf.constant(images))
+    loaded = tf.saved_model.load(path)
+    out = loaded.signatures["serving_default"](images=tf.constant(images))
+    tasks = [t.decode() for t in loaded.signatures["metadata"]()["tasks"].numpy()]
+    assert tasks == list(TASKS)  # the same metadata as mtl-keras export
     for key in served:
         np.testing.assert_allclose(out[key].numpy(), served[key], rtol=1e-4, atol=1e-5)
 
