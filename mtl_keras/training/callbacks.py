@@ -163,6 +163,14 @@ class TrainingBackup(keras.callbacks.Callback):
         for stale in glob.glob(os.path.join(self.directory, ".tmp-*")):
             os.remove(stale)  # left by a writer killed mid-write
 
+    def note(self, **fields) -> None:
+        """Add ``fields`` to the state record (atomically), e.g. the export a finished run wrote,
+        so that a restart that finds the state does not write it again."""
+        state = self.read_state()
+        if not self.write or state is None:
+            return
+        atomic_write_text(self.state_path, json.dumps({**state, **fields}, indent=2))
+
     def clear(self) -> None:
         """Remove the state (after a run completed)."""
         if not self.write or not os.path.isdir(self.directory):

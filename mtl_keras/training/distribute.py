@@ -12,6 +12,9 @@
 * ``"tpu"``: ``tf.distribute.TPUStrategy`` on the TPU named by the ``TPU_NAME`` environment
   variable (or the local one); see ``docs/scale_out.md``.
 
+:func:`training_stream` is the training data ``fit`` consumes: under a multi-worker strategy
+each worker decodes only its share of every global batch.
+
 Keras 3.15 needs two small workarounds under ``MultiWorkerMirroredStrategy`` (build the optimizer
 in the scope and skip ``fit``'s symbolic build; give step logs shape ``[1]``); they are the named
 functions at the end of this module, guarded by :data:`NEEDS_MULTI_WORKER_WORKAROUNDS` and
@@ -181,6 +184,38 @@ def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> None:
             f"{replicas} replicas of this {type(strategy).__name__}; use a multiple of "
             f"{replicas}, e.g. --set batch_size={lower} or {lower + replicas}"
         )
+
+
+def training_stream(bundle, strategy: tf.distribute.Strategy, skip_batches: int = 0):
+    """The endless, seeded stream of global training batches ``fit`` consumes, after
+    ``skip_batches`` batches (the epochs a resumed run has already trained).
+
+    Under a multi-worker strategy, with a bundle whose training split is a
+    :class:`~mtl_keras.data.sharding.ShardableSplit`, every worker decodes only the examples of
+    its own replicas (``distribute_datasets_from_function`` over
+    :meth:`~mtl_keras.data.sharding.ShardableSplit.worker_stream`): exactly what
+    ``tf.distribute`` would have handed them from the whole pipeline, which every worker would
+    otherwise decode in full. Anywhere else the whole pipeline is returned, and ``fit`` splits
+    its batches over the replicas of this process.
+
+    Args:
+        bundle: a :class:`~mtl_keras.data.DataBundle`.
+        strategy: the run's strategy.
+        skip_batches: global batches to skip.
+    """
+    split = getattr(bundle, "train_split", None)
+    if split is None or not is_multi_worker(strategy):
+        return bundle.train.repeat().skip(skip_batches)
+
+    def share(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return split.worker_stream(
+            context.num_input_pipelines,
+            context.input_pipeline_id,
+            replicas_per_worker=context.num_replicas_in_sync // context.num_input_pipelines,
+            skip_batches=skip_batches,
+        )
+
+    return strategy.distribute_datasets_from_function(share)
 
 
 # ---------------------------------------------------------------------- Keras 3.15 workarounds

@@ -38,6 +38,7 @@ from mtl_keras.training.building import (
 )
 from mtl_keras.training.callbacks import AtomicCheckpoint, NonFiniteLossGuard, PredictionImages
 from mtl_keras.training.distribute import make_strategy
+from mtl_keras.training.event_logs import DurableTensorBoard, LogCommit, roll_back
 from mtl_keras.training.hparams import write_final_metrics, write_hparams
 from mtl_keras.training.precision import precision_policy
 from mtl_keras.training.recipe import Recipe
@@ -137,6 +138,9 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, basel
     os.makedirs(out, exist_ok=True)
     backup = training_backup(recipe, write=chief)
     initial_epoch = backup.restore(model) if recipe.resume else 0
+    logs = os.path.join(out, "tensorboard")
+    if chief and recipe.resume:  # logs of epochs after the resume state are written again
+        roll_back(logs, backup.directory, initial_epoch)
     if chief and initial_epoch == 0:  # once per run (a resumed run has them)
         write_hparams(os.path.join(out, "tensorboard"), recipe)
     # a checkpoint in the folder is this run's only when resuming (a finished run's is not)
@@ -145,7 +149,7 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, basel
     callbacks = [
         NonFiniteLossGuard(specs, checkpoint),
         checkpoint,
-        keras.callbacks.TensorBoard(log_dir=os.path.join(out, "tensorboard"), write_graph=False),
+        DurableTensorBoard(log_dir=logs, write_graph=False),
         PredictionImages(
             os.path.join(out, "tensorboard"),
             images.numpy(),
@@ -156,9 +160,11 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, basel
         *extra_callbacks,
     ]
     if recipe.resume:
-        callbacks.append(backup)
-    # one seeded stream of epochs: epoch k of every run (resumed or not) sees the same batches
-    stream = bundle.train.repeat().skip(initial_epoch * steps)
+        commit = LogCommit(logs, backup.directory, initial_epoch=initial_epoch, write=chief)
+        callbacks += [commit, backup]
+    # one seeded stream of epochs: epoch k of every run (resumed or not) sees the same batches;
+    # each worker of a multi-worker run decodes only its replicas' share of them
+    stream = distribute.training_stream(bundle, strategy, initial_epoch * steps)
     try:
         model.fit(
             stream,
@@ -180,7 +186,8 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, basel
             f"same command to resume from epoch {state['epoch'] if state else 0}"
         ) from None
     results = evaluate_model(model, bundle.val)
-    baseline = trivial_baseline(specs, bundle.train_labels, bundle.val)
+    # the chief reports it: other workers read no training-label sample
+    baseline = trivial_baseline(specs, bundle.train_labels, bundle.val) if chief else None
     summary = summarise(
         recipe,
         model.network,
@@ -193,8 +200,10 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, basel
         init_from_single_task=initialised_from,
         replicas=strategy.num_replicas_in_sync,
     )
+    # a run killed between its export and its results does not export again when restarted
+    exported = (backup.read_state() or {}).get("export")
     if export and chief:
-        summary["export"] = export_saved_model(
+        summary["export"] = exported or export_saved_model(
             model.network,
             specs,
             recipe.export_dir,
@@ -202,6 +211,7 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, basel
             image_size=recipe.image_size,
             version=recipe.export_version,
         )
+        backup.note(export=summary["export"])
     if chief:  # last, naming the export: a run is finished once it is there
         write_summary(os.path.join(out, RESULTS_FILE), summary)
         final = {**results, **{k: summary[k] for k in ("delta_mtl",) if k in summary}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import glob
 import json
 import os
 import socket
@@ -85,6 +87,19 @@ def run_worker(cwd, out, overrides=(), timeout=240, **env) -> tuple[int, str]:
 def load_state(path) -> dict[str, np.ndarray]:
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
+
+
+def logged(folder) -> collections.Counter:
+    """How often each ``(log folder, tag, step)`` was written under the TensorBoard folder
+    ``folder``; reading an event file that ends in half a record fails."""
+    import tensorflow as tf
+
+    seen = collections.Counter()
+    for path in glob.glob(os.path.join(folder, "**", "events.out.tfevents.*"), recursive=True):
+        where = os.path.relpath(os.path.dirname(path), folder)
+        for event in tf.compat.v1.train.summary_iterator(path):
+            seen.update((where, v.tag, event.step) for v in event.summary.value)
+    return seen
 
 
 @pytest.fixture(scope="session")

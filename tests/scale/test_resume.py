@@ -12,7 +12,7 @@ import pytest
 from mtl_keras.training import resume
 from mtl_keras.training import run as run_module
 from mtl_keras.training.callbacks import ResumeStateError, TrainingBackup
-from tests.scale.conftest import load_state, run_worker
+from tests.scale.conftest import load_state, logged, run_worker
 from tests.scale.worker import tiny_recipe
 from tests.utils import micro_network, tiny_arrays, tiny_specs
 
@@ -53,6 +53,11 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(reference, tmp_path):
     assert json.loads(open(out + ".json").read())["resumed_from_epoch"] == 1
     _assert_same_state(load_state(out), reference[0])
     assert not backup.exists()  # removed once the run finished
+    # each epoch's summaries once: those the killed run wrote in epoch 2 were rolled back
+    seen = logged(str(tmp_path / "runs" / "scale" / "tensorboard"))
+    assert seen and set(seen.values()) == {1}, seen
+    for log in ("train", "validation"):
+        assert sorted(s for w, t, s in seen if (w, t) == (log, "epoch_loss")) == [0, 1]
 
 
 TASKS = ("semseg", "depth")
