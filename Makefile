@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install --quiet -c constraints.txt -e .
 	touch $@
 
+# the ray extra: tests/scale/test_ray.py launches Ray Train jobs on a local cluster
 $(TEST_STAMP): $(STAMP) constraints.txt
-	$(PIP) install --quiet -c constraints.txt -e ".[test]"
+	$(PIP) install --quiet -c constraints.txt -e ".[test,ray]"
 	touch $@
 
 install: $(STAMP)

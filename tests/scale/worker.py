@@ -84,6 +84,42 @@ def final_state(model) -> dict[str, np.ndarray]:
     return arrays
 
 
+def worker_index() -> int:
+    """This process's task index in ``TF_CONFIG`` (0 without it)."""
+    raw = os.environ.get("TF_CONFIG")
+    return json.loads(raw)["task"]["index"] if raw else 0
+
+
+class SaveEachWorker(keras.callbacks.Callback):
+    """Writes worker ``i``'s final state to ``<folder>/worker<i>.npz`` (workers launched by Ray)."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def on_train_end(self, logs=None):
+        np.savez(
+            os.path.join(self.folder, f"worker{worker_index()}.npz"), **final_state(self.model)
+        )
+
+
+class KillOnce(keras.callbacks.Callback):
+    """SIGKILLs worker ``worker`` after its ``step``-th training step (from 1, over the epochs
+    this process trains), once: the ``marker`` file, written first, records that it happened."""
+
+    def __init__(self, marker: str, worker: int, step: int):
+        super().__init__()
+        self.marker, self.worker, self.step, self._steps = marker, worker, step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        if self._steps == self.step and worker_index() == self.worker:
+            if not os.path.exists(self.marker):
+                with open(self.marker, "w") as f:
+                    f.write(f"pid {os.getpid()}")
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
 class SaveAtEnd(keras.callbacks.Callback):
     def __init__(self, path: str):
         super().__init__()

@@ -1,0 +1,171 @@
+"""Ray Train launches: two Ray workers (1 CPU each, on a local cluster) run the project's
+multi-worker path and end with the weights of the two-process TF_CONFIG run and of one process;
+a worker SIGKILLed at a random step is restarted by Ray, the run resumes from its resume state
+to the same weights, and its run folder, TensorBoard logs and export are written once. Without
+Ray, the launcher says how to install it.
+
+The Ray jobs share one local cluster (started once for the module; ``train_on_ray`` starts and
+stops its own when none is running).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from mtl_keras.training import ray_launcher
+from mtl_keras.training import run as run_module
+from tests.scale.conftest import ROOT, finish, free_ports, load_state, logged, start, tf_config
+from tests.scale.worker import KillOnce, SaveEachWorker, final_state, tiny_recipe
+
+pytestmark = pytest.mark.large
+
+#: a loss-level balancer (stateful: trainable log-variances) and TINY's gradient-level GradVac
+LOSS_LEVEL, GRADIENT_LEVEL = ("balancer=uncertainty",), ()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster of 2 CPUs whose workers import this checkout (and the tests)."""
+    ray = pytest.importorskip("ray")
+    path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, path) if p)
+    temp = tempfile.mkdtemp(prefix="mtl-ray-test-")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", _temp_dir=temp)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+    if path is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = path
+
+
+def _recipe(root, overrides):
+    return tiny_recipe([f"run_dir={root}/runs", f"export_dir={root}/exports", *overrides])
+
+
+def _on_ray(root, overrides=(), callbacks=(), export=False):
+    """Train on 2 Ray workers; returns (each worker's final state, the summary)."""
+    states = root / "states"
+    states.mkdir(parents=True, exist_ok=True)
+    summary = ray_launcher.train_on_ray(
+        _recipe(root, overrides),
+        workers=2,
+        cpus_per_worker=1,
+        max_failures=2,
+        verbose=0,
+        export=export,
+        callbacks=[SaveEachWorker(str(states)), *callbacks],
+    )
+    return [load_state(states / f"worker{i}.npz") for i in range(2)], summary
+
+
+def _with_tf_config(root, overrides):
+    """The final states of two worker processes started by hand with TF_CONFIG."""
+    ports = free_ports(2)
+    outs = [str(root / f"tf_config{i}.npz") for i in range(2)]
+    args = ["strategy=multi_worker", "worker_timeout=60", f"run_dir={root}/runs", *overrides]
+    processes = [
+        start(["-m", "tests.scale.worker", outs[i], *args], root, TF_CONFIG=tf_config(ports, i))
+        for i in range(2)
+    ]
+    for rc, log in finish(processes, timeout=400):
+        assert rc == 0, log
+    return [load_state(o) for o in outs]
+
+
+def _one_process(root, overrides):
+    state = {}
+
+    class Grab(SaveEachWorker):
+        def on_train_end(self, logs=None):
+            state.update(final_state(self.model))
+
+    run_module.train(_recipe(root, overrides), verbose=0, export=False, callbacks=[Grab("")])
+    return state
+
+
+def _assert_same_answer(on_ray, by_hand, single):
+    assert sorted(on_ray[0]) == sorted(by_hand[0]) == sorted(single)
+    for k in single:
+        np.testing.assert_array_equal(on_ray[0][k], on_ray[1][k], err_msg=k)
+        np.testing.assert_array_equal(by_hand[0][k], by_hand[1][k], err_msg=k)
+        np.testing.assert_allclose(on_ray[0][k], by_hand[0][k], rtol=1e-4, atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(on_ray[0][k], single[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def gradient_level(cluster, tmp_path_factory):
+    """GradVac trained uninterrupted on Ray: (worker states, summary)."""
+    return _on_ray(tmp_path_factory.mktemp("ray-gradvac"), GRADIENT_LEVEL)
+
+
+def test_ray_workers_match_tf_config_and_one_process_with_a_loss_level_balancer(cluster, tmp_path):
+    on_ray, summary = _on_ray(tmp_path / "ray", LOSS_LEVEL)
+    assert summary["replicas"] == 2
+    by_hand = _with_tf_config(tmp_path, LOSS_LEVEL)
+    single = _one_process(tmp_path / "single", LOSS_LEVEL)
+    assert any(k.startswith("bal/") for k in single)  # the balancer's own state is compared too
+    _assert_same_answer(on_ray, by_hand, single)
+
+
+def test_ray_workers_match_tf_config_and_one_process_with_a_gradient_level_balancer(
+    gradient_level, reference, tmp_path
+):
+    on_ray, summary = gradient_level
+    assert summary["replicas"] == 2 and summary["metrics"] == pytest.approx(
+        reference[1]["metrics"], rel=1e-3
+    )
+    _assert_same_answer(on_ray, _with_tf_config(tmp_path, GRADIENT_LEVEL), reference[0])
+
+
+def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_weights(
+    gradient_level, tmp_path
+):
+    pick = random.Random(os.urandom(8))
+    worker, step = pick.randrange(2), pick.randint(1, 4)  # 2 epochs of 2 steps
+    where = f"worker {worker} SIGKILLed after step {step}"
+    marker = tmp_path / "killed"
+    states, summary = _on_ray(
+        tmp_path, GRADIENT_LEVEL, callbacks=[KillOnce(str(marker), worker, step)], export=True
+    )
+    assert marker.exists(), where
+    assert summary["resumed_from_epoch"] == (step - 1) // 2, where
+    for k, v in gradient_level[0][0].items():  # bit for bit an uninterrupted run's
+        np.testing.assert_array_equal(states[0][k], v, err_msg=f"{k}, {where}")
+        np.testing.assert_array_equal(states[1][k], v, err_msg=f"{k}, {where}")
+    folder = tmp_path / "runs" / "scale"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "checkpoints", "ray", "recipe.json", "results.json", "tensorboard",
+    ], where  # fmt: skip
+    assert os.listdir(folder / "checkpoints") == ["last.weights.h5"], where
+    assert not glob.glob(str(tmp_path / "**" / ".tmp-*"), recursive=True), where
+    exports = tmp_path / "exports" / "scale"
+    assert os.listdir(exports) == ["1"] and (exports / "1" / "saved_model.pb").exists(), where
+    assert summary["export"] == str(exports / "1"), where
+    seen = logged(str(folder / "tensorboard"))
+    assert seen and set(seen.values()) == {1}, f"{where}: {seen}"  # once, never twice
+    for log in ("train", "validation"):
+        steps = sorted(s for w, tag, s in seen if (w, tag) == (log, "epoch_loss"))
+        assert steps == [0, 1], f"{where}: {log} {steps}"
+
+
+def test_without_ray_the_launcher_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as if not installed
+    with pytest.raises(ray_launcher.RayNotInstalledError, match=r'pip install "mtl_keras\[ray\]"'):
+        ray_launcher.train_on_ray(tiny_recipe(), workers=2)
+
+
+def test_requests_that_cannot_run_are_refused_before_ray_starts():
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        ray_launcher.train_on_ray(tiny_recipe(), workers=0)
+    with pytest.raises(ValueError, match=r"batch_size=4 .* 3 replicas of 3 worker\(s\)"):
+        ray_launcher.train_on_ray(tiny_recipe(), workers=3)
