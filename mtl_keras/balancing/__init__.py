@@ -10,6 +10,7 @@ from __future__ import annotations
 from mtl_keras._names import canonical
 from mtl_keras.balancing._linalg import gramian_statistics
 from mtl_keras.balancing.aligned_mtl import AlignedMTL
+from mtl_keras.balancing.auto_lambda import AutoLambda
 from mtl_keras.balancing.base import Balancer, GradientBalancer, LossBalancer
 from mtl_keras.balancing.cagrad import CAGrad
 from mtl_keras.balancing.config import ConFIG
@@ -81,6 +82,8 @@ BALANCERS: dict[str, type[Balancer]] = {
     # gradient level, several mini-batches per step
     "sdmgrad": SDMGrad,
     "modo": MoDo,
+    # loss level, weights meta-learned on a held-out mini-batch (the bilevel path)
+    "auto_lambda": AutoLambda,
 }
 
 # names from papers and LibMTL that differ from the registered ones by more than case, "-" and "_"
@@ -98,6 +101,7 @@ ALIASES = {
     "trmean": "trimmed_mean",
     "smooth_tchebycheff": "stch",
     "penalty_boundary_intersection": "pbi",
+    "autol": "auto_lambda",
 }
 
 
@@ -140,6 +144,7 @@ __all__ = [
     "MoCo",
     "MoDo",
     "AlignedMTL",
+    "AutoLambda",
     "Balancer",
     "CAGrad",
     "ConFIG",

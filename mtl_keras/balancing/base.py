@@ -37,6 +37,7 @@ PATH_INPUTS = {
     "shared": ("gramian", "matrix"),
     "representation": ("gramian", "representation_gradients"),
     "multi_batch": ("cross_gramians",),
+    "bilevel": ("lookahead",),
 }
 
 
@@ -49,13 +50,15 @@ class Needs:
             the combined objective), ``"shared"`` (per-task gradients of the shared variables),
             ``"representation"`` (per-task gradients of the shared representation),
             ``"multi_batch"`` (per-task gradients of the shared variables on each of several
-            mini-batches). Inputs: ``"losses"``, ``"gramian"``, ``"matrix"``,
-            ``"representation_gradients"``, ``"cross_gramians"``.
+            mini-batches), ``"bilevel"`` (the losses, and a look-ahead on a held-out mini-batch
+            that meta-learns the weights: Auto-Lambda). Inputs: ``"losses"``, ``"gramian"``,
+            ``"matrix"``, ``"representation_gradients"``, ``"cross_gramians"``, ``"lookahead"``.
         losses_after_step: the losses of the same batch are evaluated again after the update
             and given to :meth:`Balancer.after_step` (FAMO).
         batches: independent mini-batches a training step consumes (1 but on the
             ``"multi_batch"`` path, whose balancer gets the cross Gramians of ``batches >= 2``
-            mini-batches, :meth:`GradientBalancer.weights_from_gramians`). The step's batch then
+            mini-batches, :meth:`GradientBalancer.weights_from_gramians`, and 2 on the
+            ``"bilevel"`` path: a training and a held-out mini-batch). The step's batch then
             holds ``batches`` mini-batches of the recipe's ``batch_size``.
 
     Example:
@@ -88,7 +91,13 @@ class Needs:
                 f"batches={self.batches!r}: the multi_batch path takes an integer >= 2 "
                 "mini-batches per step"
             )
-        if not multi and self.batches != 1:
+        if "bilevel" in self.paths:
+            if len(self.paths) > 1 or self.batches != 2:
+                raise ValueError(
+                    f"a bilevel balancer runs on the bilevel path only, on 2 mini-batches per "
+                    f"step (got paths {list(self.paths)}, batches={self.batches!r})"
+                )
+        elif not multi and self.batches != 1:
             raise ValueError(
                 f"batches={self.batches!r}: only the multi_batch path takes several mini-batches "
                 "per step; declare Needs({'multi_batch': 'cross_gramians'}, batches=...)"
@@ -105,8 +114,9 @@ class Balancer(keras.layers.Layer):
 
     @property
     def level(self) -> str:
-        """``"loss"`` or ``"gradient"`` (derived from :attr:`needs`)."""
-        return "loss" if "loss" in self.needs.paths else "gradient"
+        """``"loss"`` or ``"gradient"`` (derived from :attr:`needs`; a bilevel balancer weighs
+        the losses)."""
+        return "loss" if {"loss", "bilevel"} & set(self.needs.paths) else "gradient"
 
     @property
     def sources(self) -> tuple[str, ...]:

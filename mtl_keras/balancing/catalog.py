@@ -29,6 +29,7 @@ COSTS = {
     ("representation", "gramian"): "Gramian of z: T head backward + 1 backward",
     ("representation", "representation_gradients"): "z gradients: T head backward + 1 backward",
     ("multi_batch", "cross_gramians"): "cross Gramians: T backward per batch",
+    ("bilevel", "lookahead"): "look-ahead: 3 forward + 3 backward + 1 second-order backward",
 }
 COLUMNS = ("name", "class", "level", "sources", "state", "stochastic", "batches/step", "cost")
 
@@ -55,7 +56,7 @@ def describe(name: str) -> dict[str, str]:
     return {
         "name": f"`{name}`",
         "class": cls.__name__,
-        "level": "loss" if "loss" in needs.paths else "gradient",
+        "level": cls().level,
         "sources": "–" if "loss" in needs.paths else ", ".join(needs.paths),
         "state": state,
         "stochastic": "yes" if cls.stochastic else "no",

@@ -3,14 +3,16 @@
 One file per path: :mod:`.loss` (the balancer combines the losses), :mod:`.shared` (the Jacobian
 of the shared variables), :mod:`.representation` (per-task gradients of the shared
 representation), :mod:`.multi_batch` (the shared variables' per-task gradients on several
-mini-batches per step). :func:`choose` picks one, once, from the balancer's declared needs and the
-network's sharing; a new path is a new file registered in :data:`PATHS`.
+mini-batches per step), :mod:`.bilevel` (the losses, with task weights meta-learned by a
+look-ahead on a held-out mini-batch). :func:`choose` picks one, once, from the balancer's declared
+needs and the network's sharing; a new path is a new file registered in :data:`PATHS`.
 """
 
 from __future__ import annotations
 
 from mtl_keras.balancing import method_name
 from mtl_keras.training.gradient_paths.base import GradientPath, Record, Update
+from mtl_keras.training.gradient_paths.bilevel import BilevelPath
 from mtl_keras.training.gradient_paths.loss import LossPath
 from mtl_keras.training.gradient_paths.multi_batch import MultiBatchPath
 from mtl_keras.training.gradient_paths.representation import RepresentationPath
@@ -21,6 +23,7 @@ PATHS: dict[str, type[GradientPath]] = {
     "shared": SharedPath,
     "representation": RepresentationPath,
     "multi_batch": MultiBatchPath,
+    "bilevel": BilevelPath,
 }
 SOURCES = ("auto", "shared", "representation")
 
@@ -34,6 +37,13 @@ def choose(balancer, sharing, source: str = "auto") -> str:
     accepted = list(balancer.needs.paths)
     if "loss" in accepted:
         return "loss"
+    if "bilevel" in accepted:  # the losses, and a look-ahead on a held-out mini-batch
+        if source != "auto":
+            raise ValueError(
+                f"balancer {method_name(balancer)!r} weighs the losses (the bilevel path): it "
+                f"takes no gradient_source (got {source!r}); leave it 'auto'"
+            )
+        return "bilevel"
     if "multi_batch" in accepted:  # the shared variables' gradients on several mini-batches
         if source not in ("auto", "shared") or not sharing.shared_variables:
             raise ValueError(
@@ -71,6 +81,7 @@ def choose(balancer, sharing, source: str = "auto") -> str:
 __all__ = [
     "PATHS",
     "SOURCES",
+    "BilevelPath",
     "GradientPath",
     "LossPath",
     "MultiBatchPath",

@@ -55,15 +55,21 @@ class LossPath(GradientPath):
     def update(self, record: Record, variables, scaling, step) -> Update:
         (tape,) = record.tapes
         grads = scaling.scaled_gradients(tape, record.objective, variables)
-        gramian = None
+        return Update(
+            grads, record.weights, self.statistics_gramian(record, variables, scaling), True
+        )
+
+    def statistics_gramian(self, record: Record, variables, scaling):
+        """The Gramian of the per-task gradients for the statistics (None when they are off)."""
+        (tape,) = record.tapes
         if self.stats_source == "representation":
-            gramian = gradient_statistics_gramian(
+            return gradient_statistics_gramian(
                 tape, record.shares, record.representation, scaling, summed_rows=False
             )
-        elif self.stats_source == "shared":
+        if self.stats_source == "shared":
             shared = {id(v) for v in self.sharing.shared_variables}
             sources = [v for v in variables if id(v) in shared]
-            gramian = gradient_statistics_gramian(
+            return gradient_statistics_gramian(
                 tape, record.shares, sources, scaling, summed_rows=True
             )
-        return Update(grads, record.weights, gramian, scaled=True)
+        return None

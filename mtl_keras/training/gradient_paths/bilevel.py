@@ -1,0 +1,145 @@
+"""The bilevel path: task weights meta-learned by a look-ahead step on a held-out mini-batch.
+
+For balancers with ``needs = Needs({"bilevel": "lookahead"}, batches=2)`` (Auto-Lambda, Liu,
+Johns & Davison, TMLR 2022). The step's batch holds two mini-batches of the recipe's batch size
+(the run loop batches ``2 * batch_size``), cut into the strided chunks of the multi-batch path
+(:func:`~mtl_keras.training.gradient_paths.multi_batch.strided_split`: the same mini-batches on
+one device and on replicas whose count divides the batch size): chunk 0 trains, chunk 1 is the
+held-out mini-batch, taken from the training data as the official code does.
+
+:meth:`BilevelPath.forward` is the loss path's forward pass on the training chunk. Then
+:meth:`BilevelPath.update`:
+
+1. the hypergradient, exactly, by automatic differentiation: with ``w = weights_of(m)`` of the
+   balancer's meta-parameters ``m``, an inner tape gives ``g = grad_theta sum_i w_i L_i(train;
+   theta)`` and an outer tape records its dependence on ``m``; ``g`` is summed over replicas (the
+   global batch's), ``theta' = theta - alpha g`` (``alpha = balancer.virtual_lr``), the primary
+   tasks' loss ``L_P`` of the held-out chunk at ``theta'`` comes from
+   ``network.stateless_call`` (the new BatchNorm statistics it returns are dropped: the
+   variables keep those of the model update), and ``dL_P/dm = (dg/dm)^T (-alpha grad L_P)``,
+   with ``grad L_P`` summed over replicas and the (T,) result too, so every replica applies the
+   same meta step (:meth:`~mtl_keras.balancing.AutoLambda.apply_hypergradient`). For raw
+   weights that is ``-alpha g_i . grad L_P(theta')``, the product the paper approximates by
+   finite differences (``eps = 0.01 / |d|``). The virtual step uses the task losses only (the
+   terms outside the balancer do not depend on the weights).
+2. the model update: the gradient of ``sum_i w'_i L_i(train) + extra`` (each replica's share),
+   ``w'`` the new weights, from the forward pass's tape; loss-scaled backward passes give true
+   gradients, scaled back for the optimizer by the step.
+
+Logged: the training chunk's losses and the new weights; a task whose held-out loss is not
+finite logs that loss, and any non-finite input leaves the meta step at zero and makes the update
+NaN (:func:`~.base.poison_unless`), so the step reports its non-finite losses. The outputs the
+training metrics see are the training chunk's and the held-out chunk's at ``theta'``, in the
+batch's order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from mtl_keras.training import replicas
+from mtl_keras.training.gradient_paths.base import Record, Update, finite_input, poison_unless
+from mtl_keras.training.gradient_paths.loss import LossPath
+from mtl_keras.training.gradient_paths.multi_batch import strided_merge, strided_split
+
+
+@dataclasses.dataclass
+class BilevelRecord(Record):
+    """A :class:`Record` of the training chunk, plus the held-out chunk ``(x, y)``."""
+
+    held_out: tuple | None = None
+
+
+class BilevelPath(LossPath):
+    name = "bilevel"
+
+    def forward(self, x, y, step) -> Record:
+        (x_train, x_val), (y_train, y_val) = _halves(x), _halves(y)
+        record = super().forward(x_train, y_train, step)
+        fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+        return BilevelRecord(**fields, held_out=(x_train, y_train, x_val, y_val))
+
+    def update(self, record: BilevelRecord, variables, scaling, step) -> Update:
+        (tape,) = record.tapes
+        grad, val_losses, val_outputs = self.hypergradient(*record.held_out, scaling)
+        losses = tf.concat([record.global_losses, val_losses], 0)
+        safe, finite = finite_input(grad, losses, tf.zeros_like(grad))
+        self.balancer.apply_hypergradient(safe)
+        weights = tf.stop_gradient(self.balancer.weights_of(self.balancer.meta_weights))
+        targets, coefficients = list(record.shares), list(tf.unstack(weights))
+        if record.extra_share is not None:  # outside the balancer, unweighted
+            targets.append(record.extra_share)
+            coefficients.append(tf.ones([]))
+        grads = scaling.gradients(tape, targets, variables, coefficients)
+        gramian = self.statistics_gramian(record, variables, scaling)
+        per_task = [
+            tf.where(tf.math.is_finite(val_losses[i]), loss, val_losses[i])
+            for i, loss in enumerate(record.losses.per_task)
+        ]
+        record.losses = dataclasses.replace(
+            record.losses, per_task=per_task, stacked=tf.stack(per_task)
+        )
+        record.outputs = {
+            key: strided_merge([out, tf.cast(val_outputs[key], out.dtype)])
+            for key, out in record.outputs.items()
+        }
+        return Update(poison_unless(finite, grads), weights, gramian)
+
+    def hypergradient(self, x_train, y_train, x_val, y_val, scaling):
+        """``(dL_P/dm, L(val; theta'), outputs(val; theta'))``: the all-reduced hypergradient
+        of the balancer's meta-parameters ``m``, the held-out chunk's global task losses and its
+        outputs after the virtual step."""
+        balancer, alpha = self.balancer, self.balancer.virtual_lr
+        theta = [tf.convert_to_tensor(v) for v in self.network.trainable_variables]
+        frozen = [tf.convert_to_tensor(v) for v in self.network.non_trainable_variables]
+        meta = tf.convert_to_tensor(balancer.meta_weights)
+        with tf.GradientTape() as outer:
+            outer.watch(meta)
+            with tf.GradientTape() as inner:
+                inner.watch(theta)
+                train, _ = self._task_losses(theta, frozen, x_train, y_train)
+                virtual = tf.reduce_sum(balancer.weights_of(meta) * tf.stack(train))
+                virtual = replicas.share(virtual)
+            g = scaling.gradients(inner, virtual, theta)
+        step = replicas.replica_sum([tf.stop_gradient(t) for t in g])
+        ahead = [t - alpha * tf.cast(s, t.dtype) for t, s in zip(theta, step)]
+        with tf.GradientTape() as val_tape:
+            val_tape.watch(ahead)
+            val, outputs = self._task_losses(ahead, frozen, x_val, y_val)
+            primary = replicas.share(tf.reduce_sum(balancer.primary_mask * tf.stack(val)))
+        descent = replicas.replica_sum(scaling.gradients(val_tape, primary, ahead))
+        grad = outer.gradient(
+            g,
+            meta,
+            output_gradients=[-alpha * tf.cast(d, t.dtype) for d, t in zip(descent, g)],
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+        val_losses = replicas.global_mean(tf.stack(val))
+        return replicas.replica_sum(tf.cast(grad, tf.float32)), val_losses, outputs
+
+    def _task_losses(self, trainable, non_trainable, x, y):
+        """The task losses and outputs of the network at ``trainable`` (training mode)."""
+        outputs, _ = self.network.stateless_call(trainable, non_trainable, x, training=True)
+        per_task, _ = self.objective.task_losses(y, outputs)
+        return [tf.cast(v, tf.float32) for v in per_task], tf.nest.map_structure(
+            tf.stop_gradient, outputs
+        )
+
+
+def _halves(nest) -> tuple:
+    """The two strided chunks (examples 0, 2, 4, ... and 1, 3, 5, ...) of every tensor."""
+    first = tf.nest.flatten(nest)[0]
+    n = first.shape[0]
+    message = (
+        "the bilevel path takes a training and a held-out mini-batch per step, so each "
+        f"replica's batch must hold an even number of examples (got {n}); batch the data by "
+        "2 * batch_size (a recipe's data is batched so)"
+    )
+    if n is not None and n % 2:
+        raise ValueError(message)
+    if n is None:
+        tf.debugging.assert_equal(tf.shape(first)[0] % 2, 0, message)
+    parts = [strided_split(t, 2) for t in tf.nest.flatten(nest)]
+    return tuple(tf.nest.pack_sequence_as(nest, [p[a] for p in parts]) for a in range(2))
