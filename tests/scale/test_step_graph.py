@@ -47,6 +47,7 @@ def test_the_check_sees_host_ops():
         ("mgda", "representation"),
         ("graddrop", "auto"),
         ("sdmgrad", "auto"),
+        ("auto_lambda", "auto"),
     ],
 )
 def test_train_step_graph_has_no_host_ops(name, source):

@@ -27,7 +27,8 @@ held-out mini-batch, taken from the training data as the official code does.
    gradients, scaled back for the optimizer by the step.
 
 Logged: the training chunk's losses and the new weights; a task whose held-out loss is not
-finite logs that loss, and any non-finite input leaves the meta step at zero and makes the update
+finite after a finite training chunk logs that loss (a non-finite training chunk makes every
+held-out loss so), and any non-finite input leaves the meta step at zero and makes the update
 NaN (:func:`~.base.poison_unless`), so the step reports its non-finite losses. The outputs the
 training metrics see are the training chunk's and the held-out chunk's at ``theta'``, in the
 batch's order.
@@ -74,8 +75,10 @@ class BilevelPath(LossPath):
             coefficients.append(tf.ones([]))
         grads = scaling.gradients(tape, targets, variables, coefficients)
         gramian = self.statistics_gramian(record, variables, scaling)
+        # a held-out loss that is not finite after a finite training chunk is reported as is
+        trained = tf.reduce_all(tf.math.is_finite(record.global_losses))
         per_task = [
-            tf.where(tf.math.is_finite(val_losses[i]), loss, val_losses[i])
+            tf.where(trained & ~tf.math.is_finite(val_losses[i]), val_losses[i], loss)
             for i, loss in enumerate(record.losses.per_task)
         ]
         record.losses = dataclasses.replace(
