@@ -108,8 +108,9 @@ class MultiTaskModel(keras.Model):
         self.sharing = sharing_of(network)
         path = gradient_paths.choose(self.balancer, self.sharing, gradient_source)
         self.gradient_source = None if path == "loss" else path
+        free = self.balancer.level == "gradient"  # the step forms the Gramian anyway
         self.gradient_statistics = bool(
-            path != "loss" if gradient_statistics is None else gradient_statistics
+            free if gradient_statistics is None else gradient_statistics
         )
         self.objective_terms = list(objective_terms)  # tracked: their variables train and save
         taps = {}
