@@ -80,17 +80,54 @@ def _print_train_summary(recipe, summary: dict, exporting: bool) -> None:
             print(f"{label + ':':<13} {value}")
 
 
+def _check_launcher(args) -> None:
+    """Ray's options need --launcher ray, and it needs --workers."""
+    if args.launcher == "ray":
+        if args.workers is None:
+            raise ValueError("--launcher ray needs --workers N, e.g. --workers 2")
+        if args.strategy not in (None, "multi_worker"):
+            raise ValueError(
+                f"--launcher ray trains with strategy multi_worker, not {args.strategy!r}; "
+                "drop --strategy"
+            )
+        return
+    given = [
+        f"--{k.replace('_', '-')}"
+        for k in ("workers", "ray_address", "ray_storage")
+        if getattr(args, k) is not None
+    ]
+    if given:
+        raise ValueError(f"{', '.join(given)} need --launcher ray (docs/scale_out.md)")
+
+
 def cmd_train(args) -> int:
     from mtl_keras.training import run
     from mtl_keras.training.resume import new_run
 
+    _check_launcher(args)
     recipe = _recipe(args)
     scale_out = {k: getattr(args, k) for k in ("strategy", "precision") if getattr(args, k)}
     if scale_out:
         recipe = dataclasses.replace(recipe, **scale_out)
     if args.new_run:
         recipe = new_run(recipe)
-    summary = run.train(recipe, verbose=2 if args.quiet else "auto", export=not args.no_export)
+    if args.launcher == "ray":
+        from mtl_keras.training.ray_launcher import train_on_ray
+
+        summary = train_on_ray(
+            recipe,
+            workers=args.workers,
+            address=args.ray_address,
+            cpus_per_worker=args.cpus_per_worker,
+            gpus_per_worker=args.gpus_per_worker,
+            max_failures=args.max_failures,
+            storage_path=args.ray_storage,
+            verbose=2,
+            export=not args.no_export,
+        )
+        recipe = dataclasses.replace(recipe, strategy="multi_worker")
+    else:
+        summary = run.train(recipe, verbose=2 if args.quiet else "auto", export=not args.no_export)
     _print_train_summary(recipe, summary, exporting=not args.no_export)
     return 0
 
@@ -351,6 +388,35 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         metavar="{float32,mixed_float16,mixed_bfloat16}",
         help="dtype policy of the layers (losses, metrics and exports stay float32)",
     )
+    ray = sp.add_argument_group("Ray Train (--launcher ray; docs/scale_out.md)")
+    ray.add_argument(
+        "--launcher",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: a Ray Train job of --workers multi_worker "
+        'workers (pip install "mtl_keras[ray]")',
+    )
+    ray.add_argument("--workers", type=_integer(1), metavar="N", help="Ray workers (processes)")
+    ray.add_argument(
+        "--ray-address", metavar="ADDR",
+        help="an existing Ray cluster (auto, ray://HOST:10001); default: a local one started here",
+    )  # fmt: skip
+    ray.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, metavar="C",
+        help="CPUs reserved per worker, also its TensorFlow threads (default 1)",
+    )  # fmt: skip
+    ray.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, metavar="G",
+        help="GPUs per worker, each a replica of it (default 0)",
+    )  # fmt: skip
+    ray.add_argument(
+        "--max-failures", type=_integer(-1), default=3, metavar="K",
+        help="restarts of the workers after a failure (-1: no limit; default 3)",
+    )  # fmt: skip
+    ray.add_argument(
+        "--ray-storage", metavar="PATH_OR_URI",
+        help="Ray Train's storage (a shared folder or s3://, gs://); default <run folder>/ray",
+    )  # fmt: skip
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="evaluate trained weights on the validation split")
@@ -444,8 +510,10 @@ def _user_error(err: Exception) -> bool:
         return False
     from mtl_keras.training import NonFiniteLossError
     from mtl_keras.training.distribute import WorkerLostError, WorkerTimeoutError
+    from mtl_keras.training.ray_launcher import RayJobError, RayNotInstalledError
 
-    return isinstance(err, (NonFiniteLossError, WorkerTimeoutError, WorkerLostError))
+    errors = (NonFiniteLossError, WorkerTimeoutError, WorkerLostError)
+    return isinstance(err, (*errors, RayJobError, RayNotInstalledError))
 
 
 def _command_of(argv: list[str]) -> str | None:

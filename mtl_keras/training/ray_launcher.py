@@ -85,10 +85,12 @@ def _check_request(recipe: Recipe, workers, cpus, gpus, max_failures) -> None:
 
 
 def _absolute(recipe: Recipe) -> Recipe:
-    """The recipe with its folders made absolute: Ray starts workers in folders of its own."""
+    """The recipe with its folders made absolute, as seen from here: Ray starts workers in
+    folders of its own (a worker also starts in this folder where it exists, for relative paths
+    in other fields)."""
     fields = {
         k: os.path.abspath(getattr(recipe, k))
-        for k in ("run_dir", "export_dir", "data_dir", "manual_dir", "baselines")
+        for k in ("run_dir", "export_dir", "data_dir", "manual_dir")
         if getattr(recipe, k)
     }
     return dataclasses.replace(recipe, **fields)
@@ -103,6 +105,9 @@ def _start_cluster(ray, address, workers, cpus, gpus, temp_dir):
         num_gpus=None if gpus else 0,
         include_dashboard=False,
         logging_level="WARNING",
+        # without the dashboard (not in ray[train]) Ray Train's placement-group cleaner warns
+        # every 2 s that it cannot query actor states; Ray's own errors still show
+        logging_config=ray.LoggingConfig(log_level="ERROR"),
         _temp_dir=temp_dir,
     )
     have = ray.cluster_resources().get("GPU", 0)

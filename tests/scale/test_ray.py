@@ -20,6 +20,7 @@ import tempfile
 import numpy as np
 import pytest
 
+from mtl_keras import cli
 from mtl_keras.training import ray_launcher
 from mtl_keras.training import run as run_module
 from tests.scale.conftest import ROOT, finish, free_ports, load_state, logged, start, tf_config
@@ -38,7 +39,13 @@ def cluster():
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, path) if p)
     temp = tempfile.mkdtemp(prefix="mtl-ray-test-")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", _temp_dir=temp)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="WARNING",
+        logging_config=ray.LoggingConfig(log_level="ERROR"),
+        _temp_dir=temp,
+    )
     yield ray
     ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
@@ -169,3 +176,44 @@ def test_requests_that_cannot_run_are_refused_before_ray_starts():
         ray_launcher.train_on_ray(tiny_recipe(), workers=0)
     with pytest.raises(ValueError, match=r"batch_size=4 .* 3 replicas of 3 worker\(s\)"):
         ray_launcher.train_on_ray(tiny_recipe(), workers=3)
+
+
+def test_the_command_line_passes_its_ray_options(monkeypatch, tmp_path, capsys):
+    given = {}
+
+    def fake(recipe, **kwargs):
+        given.update(kwargs, strategy=recipe.strategy)
+        return {"table": "(table)", "metrics": {}}
+
+    monkeypatch.setattr(ray_launcher, "train_on_ray", fake)
+    argv = ["train", "--recipe", "demo", "--set", f"run_dir={tmp_path}", "--launcher", "ray"]
+    options = ["--workers", "4", "--ray-address", "auto", "--cpus-per-worker", "8"]
+    options += ["--gpus-per-worker", "1", "--max-failures", "5", "--ray-storage", "s3://b/ray"]
+    assert cli.main([*argv, *options, "--no-export"]) == 0
+    assert given == {
+        "workers": 4, "address": "auto", "cpus_per_worker": 8.0, "gpus_per_worker": 1.0,
+        "max_failures": 5, "storage_path": "s3://b/ray", "verbose": 2, "export": False,
+        "strategy": "default",
+    }  # fmt: skip
+    assert "(table)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--launcher", "ray"], "--launcher ray needs --workers N"),
+        (["--workers", "2"], "--workers need --launcher ray"),
+        (["--launcher", "ray", "--workers", "2", "--strategy", "mirrored"], "not 'mirrored'"),
+    ],
+)
+def test_the_command_line_refuses_ray_options_that_do_not_fit(options, message, capsys):
+    assert cli.main(["train", "--recipe", "demo", *options]) == cli.EXIT_REFUSED
+    assert message in capsys.readouterr().err
+
+
+def test_without_ray_the_command_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    argv = ["train", "--recipe", "demo", "--set", f"run_dir={tmp_path}"]
+    assert cli.main([*argv, "--launcher", "ray", "--workers", "2"]) == cli.EXIT_REFUSED
+    assert "error: the ray launcher needs Ray Train" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing started
