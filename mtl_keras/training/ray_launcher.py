@@ -108,6 +108,9 @@ def _start_cluster(ray, address, workers, cpus, gpus, temp_dir):
         # without the dashboard (not in ray[train]) Ray Train's placement-group cleaner warns
         # every 2 s that it cannot query actor states; Ray's own errors still show
         logging_config=ray.LoggingConfig(log_level="ERROR"),
+        # Ray starts workers at niceness 15: on a machine shared with other work the training
+        # would get the cores last; this cluster is the job's own
+        _system_config={"worker_niceness": 0},
         _temp_dir=temp_dir,
     )
     have = ray.cluster_resources().get("GPU", 0)

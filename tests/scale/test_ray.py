@@ -44,6 +44,7 @@ def cluster():
         include_dashboard=False,
         logging_level="WARNING",
         logging_config=ray.LoggingConfig(log_level="ERROR"),
+        _system_config={"worker_niceness": 0},  # as train_on_ray's local cluster
         _temp_dir=temp,
     )
     yield ray
