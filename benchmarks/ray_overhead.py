@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -187,6 +188,7 @@ def main() -> None:
                 print(f"round {round_ + 1}: {setting[0]} {setting[1]} done", file=sys.stderr)
     finally:
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
     batch = 8
     result = {"cores": cores, "global_batch": batch, "timed_steps": args.steps}
     print(
