@@ -39,16 +39,25 @@ def _record(backup_dir: str, epoch: int) -> str:
     return os.path.join(backup_dir, f"logs-{epoch:04d}.json")
 
 
+def recorded(backup_dir: str, epoch: int) -> bool:
+    """Whether the log sizes of ``epoch``'s resume state are recorded in ``backup_dir``."""
+    return os.path.exists(_record(backup_dir, epoch))
+
+
 def roll_back(folder: str, backup_dir: str, epoch: int) -> list[str]:
     """Return ``folder`` to the sizes recorded for ``epoch``; returns the files cut or removed.
 
-    Nothing happens when no record exists (a run that never started in this folder).
+    Without a record of epoch 0 the folder is emptied: a run records its start
+    (:meth:`LogCommit.on_train_begin`), so what the folder holds was written by an attempt killed
+    before that (its HParams), and the resumed run writes it again. Without a record of a later
+    epoch the folder is left alone.
     """
-    record = _record(backup_dir, epoch)
-    if not os.path.exists(record):
+    kept = {}
+    if recorded(backup_dir, epoch):
+        with open(_record(backup_dir, epoch)) as f:
+            kept = json.load(f)
+    elif epoch > 0:
         return []
-    with open(record) as f:
-        kept = json.load(f)
     changed = []
     for path, size in log_sizes(folder).items():
         if path not in kept:

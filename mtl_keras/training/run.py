@@ -38,7 +38,7 @@ from mtl_keras.training.building import (
 )
 from mtl_keras.training.callbacks import AtomicCheckpoint, NonFiniteLossGuard, PredictionImages
 from mtl_keras.training.distribute import make_strategy
-from mtl_keras.training.event_logs import DurableTensorBoard, LogCommit, roll_back
+from mtl_keras.training.event_logs import DurableTensorBoard, LogCommit, recorded, roll_back
 from mtl_keras.training.hparams import write_final_metrics, write_hparams
 from mtl_keras.training.precision import precision_policy
 from mtl_keras.training.recipe import Recipe
@@ -139,10 +139,12 @@ def _train(recipe, strategy, out, chief, verbose, export, extra_callbacks, basel
     backup = training_backup(recipe, write=chief)
     initial_epoch = backup.restore(model) if recipe.resume else 0
     logs = os.path.join(out, "tensorboard")
-    if chief and recipe.resume:  # logs of epochs after the resume state are written again
+    # logs of epochs after the resume state are written again
+    resumed_logs = chief and recipe.resume and recorded(backup.directory, initial_epoch)
+    if chief and recipe.resume:
         roll_back(logs, backup.directory, initial_epoch)
-    if chief and initial_epoch == 0:  # once per run (a resumed run has them)
-        write_hparams(os.path.join(out, "tensorboard"), recipe)
+    if chief and not resumed_logs:  # once per run: the start record holds them
+        write_hparams(logs, recipe)
     # a checkpoint in the folder is this run's only when resuming (a finished run's is not)
     checkpoint = AtomicCheckpoint(os.path.join(out, "checkpoints"), resumed=initial_epoch > 0)
     images, labels = next(iter(bundle.val.take(1)))

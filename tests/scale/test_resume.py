@@ -60,6 +60,22 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(reference, tmp_path):
         assert sorted(s for w, t, s in seen if (w, t) == (log, "epoch_loss")) == [0, 1]
 
 
+class _Interrupt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        raise KeyboardInterrupt  # stopped in its first epoch, before any resume state
+
+
+def test_a_run_stopped_in_its_first_epoch_logs_its_start_once_when_resumed(tmp_path):
+    recipe = tiny_recipe([f"run_dir={tmp_path}"])
+    with pytest.raises(KeyboardInterrupt):
+        run_module.train(recipe, verbose=0, export=False, callbacks=[_Interrupt()])
+    summary = run_module.train(recipe, verbose=0, export=False)
+    assert summary["resumed_from_epoch"] == 0
+    seen = logged(os.path.join(recipe.output_dir, "tensorboard"))
+    assert seen[(".", "_hparams_/session_start_info", 0)] == 1, seen  # HParams once, not twice
+    assert seen and set(seen.values()) == {1}, seen
+
+
 TASKS = ("semseg", "depth")
 
 

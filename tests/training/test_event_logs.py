@@ -35,6 +35,8 @@ def test_roll_back_cuts_files_to_the_epoch_record_and_removes_newer_ones(tmp_pat
     assert sorted(logged(str(logs))) == [("train", "epoch_loss", 0)]
     assert roll_back(str(logs), str(tmp_path / "none"), 1) == []  # no record: left alone
     assert log_sizes(str(logs))
+    # no start record: an attempt killed before it (its HParams, say) is removed
+    assert roll_back(str(logs), str(tmp_path / "none"), 0) and not log_sizes(str(logs))
 
 
 def test_a_non_chief_commits_nothing(tmp_path):
