@@ -109,15 +109,21 @@ def _unnumbered(state: dict) -> dict:
 
 
 def _assert_same_answer(on_ray, by_hand, single):
+    """Both Ray workers bit-identical, and equal to the TF_CONFIG workers (``by_hand``, unless
+    ``None``) and to one process at the multi-worker test's tolerance."""
     on_ray = [_unnumbered(s) for s in on_ray]
-    by_hand = [_unnumbered(s) for s in by_hand]
     single = _unnumbered(single)
-    assert sorted(on_ray[0]) == sorted(by_hand[0]) == sorted(single)
+    assert sorted(on_ray[0]) == sorted(single)
     for k in single:
         np.testing.assert_array_equal(on_ray[0][k], on_ray[1][k], err_msg=k)
+        np.testing.assert_allclose(on_ray[0][k], single[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    if by_hand is None:
+        return
+    by_hand = [_unnumbered(s) for s in by_hand]
+    assert sorted(by_hand[0]) == sorted(single)
+    for k in single:
         np.testing.assert_array_equal(by_hand[0][k], by_hand[1][k], err_msg=k)
         np.testing.assert_allclose(on_ray[0][k], by_hand[0][k], rtol=1e-4, atol=1e-5, err_msg=k)
-        np.testing.assert_allclose(on_ray[0][k], single[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
 @pytest.fixture(scope="module")
@@ -136,13 +142,15 @@ def test_ray_workers_match_tf_config_and_one_process_with_a_loss_level_balancer(
 
 
 def test_ray_workers_match_tf_config_and_one_process_with_a_gradient_level_balancer(
-    gradient_level, reference, tmp_path
+    gradient_level, reference
 ):
+    """The TF_CONFIG run of this recipe is compared with the same one-process reference, at the
+    same tolerance, by tests/scale/test_multi_worker.py (not run a second time here)."""
     on_ray, summary = gradient_level
     assert summary["replicas"] == 2 and summary["metrics"] == pytest.approx(
         reference[1]["metrics"], rel=1e-3
     )
-    _assert_same_answer(on_ray, _with_tf_config(tmp_path, GRADIENT_LEVEL), reference[0])
+    _assert_same_answer(on_ray, None, reference[0])
 
 
 def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_weights(
