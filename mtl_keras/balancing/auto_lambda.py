@@ -36,8 +36,9 @@ class AutoLambda(LossBalancer):
     ``optimizer="sgd"`` steps ``lambda -= lr * d lambda``. Every task is primary unless
     ``primary`` names some (the paper's auxiliary-learning setting). ``virtual_lr`` is the
     virtual step's ``alpha``: the official code uses the model optimiser's current learning rate
-    (0.1 at the start of its NYUv2 SGD schedule), which a balancer does not see, so it is an
-    argument here, 0.1 by default; set it to your optimiser's learning rate. The official
+    (0.1 at the start of its NYUv2 SGD schedule); ``virtual_lr="optimizer"`` does the same (the
+    trainer's optimizer, its schedule's value at each step), and a number fixes it (0.1 by
+    default, so that the meta step does not shrink with an Adam-sized learning rate). The official
     virtual step also adds the SGD momentum buffer and weight decay; this one is plain SGD.
 
     Example:
@@ -52,7 +53,7 @@ class AutoLambda(LossBalancer):
         self,
         init: float = 0.1,
         lr: float = 1e-4,
-        virtual_lr: float = 0.1,
+        virtual_lr: float | str = 0.1,
         primary: Sequence[str] | None = None,
         weighting: str = "raw",
         optimizer: str = "adam",
@@ -64,9 +65,14 @@ class AutoLambda(LossBalancer):
                 f"weighting must be one of {WEIGHTINGS} and optimizer one of {OPTIMIZERS}, got "
                 f"{weighting!r} and {optimizer!r}"
             )
-        if not (lr > 0 and virtual_lr > 0):
-            raise ValueError(f"lr and virtual_lr must be > 0, got {lr} and {virtual_lr}")
-        self.init, self.lr, self.virtual_lr = float(init), float(lr), float(virtual_lr)
+        if virtual_lr != "optimizer" and (
+            isinstance(virtual_lr, (str, bool)) or not virtual_lr > 0
+        ):
+            raise ValueError(f'virtual_lr must be > 0 or "optimizer", got {virtual_lr!r}')
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        self.init, self.lr = float(init), float(lr)
+        self.virtual_lr = virtual_lr if virtual_lr == "optimizer" else float(virtual_lr)
         self.primary = None if primary is None else list(primary)
         self.weighting, self.optimizer = weighting, optimizer
 

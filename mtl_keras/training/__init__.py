@@ -11,6 +11,7 @@ from mtl_keras.training.callbacks import (
 )
 from mtl_keras.training.cluster import ClusterConfigError
 from mtl_keras.training.distribute import WorkerLostError, WorkerTimeoutError, make_strategy
+from mtl_keras.training.gradient_paths.bilevel import with_held_out
 from mtl_keras.training.model import LabelError, MultiTaskModel
 from mtl_keras.training.precision import precision_policy
 from mtl_keras.training.recipe import Recipe
@@ -31,4 +32,5 @@ __all__ = [
     "atomic_save_weights",
     "make_strategy",
     "precision_policy",
+    "with_held_out",
 ]

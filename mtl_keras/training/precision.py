@@ -70,10 +70,16 @@ class LossScaling:
 
     def __init__(self, optimizer, state=()):
         self.scale = loss_scale(optimizer)
+        self._optimizer = optimizer
         # a skipped step must leave the balancer's state as it was before the step
         self._state = (
             [] if self.scale is None else [(v, tf.identity(tf.convert_to_tensor(v))) for v in state]
         )
+
+    @property
+    def learning_rate(self) -> tf.Tensor:
+        """The optimizer's learning rate at this step (its schedule's value), float32."""
+        return tf.cast(self._optimizer.learning_rate, tf.float32)
 
     def scaled_gradients(self, tape, target, sources) -> list:
         """Gradients of ``scale * target`` (None where unconnected), for the optimizer as is."""

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from mtl_keras import balancing
-from mtl_keras.training import MultiTaskModel, NonFiniteLossError
+from mtl_keras.training import MultiTaskModel, NonFiniteLossError, with_held_out
 from mtl_keras.training.gradient_paths import BilevelPath
 from tests.utils import micro_network, tiny_arrays, tiny_specs, two_replicas
 
@@ -55,17 +55,38 @@ def test_the_path_and_its_refusals():
         model.train_on_batch(*_batch(3))
 
 
-def test_one_step_meta_step_and_model_step_against_an_independent_computation():
+@pytest.mark.parametrize(
+    "held_out,virtual_lr",
+    [("strided", 0.2), ("given", 0.2), ("strided", "optimizer")],
+    ids=["held-out-chunk", "with_held_out", "virtual-lr-of-the-optimizer"],
+)
+def test_one_step_meta_step_and_model_step_against_an_independent_computation(held_out, virtual_lr):
     """Lambda moves by ``-lr * d lambda`` with ``d lambda_i = -alpha g_i . grad L(val; theta')``
-    from per-task gradients on chunk 0 (examples 0, 2) and the held-out gradient on chunk 1 at
-    the virtual step; the network then takes the SGD step of ``sum_i lambda'_i L_i`` on chunk 0.
+    from per-task gradients on the training mini-batch (chunk 0: examples 0, 2, or the given
+    training batch) and the held-out gradient at the virtual step (chunk 1, or the given held-out
+    batch); the network then takes the SGD step of ``sum_i lambda'_i L_i`` on the training one.
+    ``virtual_lr="optimizer"`` takes alpha from the optimizer's learning rate schedule.
     """
-    meta_lr, alpha, lr = 0.5, 0.2, 0.1
-    b = balancing.get("auto_lambda", optimizer="sgd", lr=meta_lr, virtual_lr=alpha)
+    meta_lr, lr = 0.5, 0.1
+    if virtual_lr == "optimizer":
+        alpha = 0.3  # the schedule's value at step 0; the optimizer's is 0.1 at step 1
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay([0], [0.3, 0.1])
+    else:
+        alpha = virtual_lr
+    b = balancing.get("auto_lambda", optimizer="sgd", lr=meta_lr, virtual_lr=virtual_lr)
     model = _model(b, lr=lr)
     images, labels = _batch(4)
-    train = (images[0::2], {t: v[0::2] for t, v in labels.items()})
-    val = (images[1::2], {t: v[1::2] for t, v in labels.items()})
+    if held_out == "given":  # two other sets of examples, interleaved by with_held_out
+        train, val = _batch(2), _batch(2)
+        val = (val[0][::-1].copy(), {t: v[::-1].copy() for t, v in val[1].items()})
+        batched = with_held_out(
+            tf.data.Dataset.from_tensors(train), tf.data.Dataset.from_tensors(val)
+        )
+        images, labels = next(iter(batched))
+    else:
+        train = (images[0::2], {t: v[0::2] for t, v in labels.items()})
+        val = (images[1::2], {t: v[1::2] for t, v in labels.items()})
+    lr = alpha if virtual_lr == "optimizer" else lr  # the model step's rate at step 0
     reference = _model("fixed")  # the same initial weights, computed on by hand
     net = reference.network
     theta = [v.numpy() for v in net.trainable_variables]
@@ -113,3 +134,18 @@ def test_a_nan_label_stops_with_the_non_finite_loss_error_naming_the_task(nan_at
     data = tf.data.Dataset.from_tensors(_batch(4, nan_at=nan_at))
     with pytest.raises(NonFiniteLossError, match=r"\['depth'\]"):
         _model().fit(data, epochs=1, verbose=0)
+
+
+def test_with_held_out_refuses_batches_of_other_structure_or_smaller_size():
+    images, labels = _batch(4)
+    train = tf.data.Dataset.from_tensors((images, labels))
+    other = tf.data.Dataset.from_tensors((images, {"depth": labels["depth"]}))
+    with pytest.raises(ValueError, match="with_held_out: .* same structure"):
+        with_held_out(train, other)
+    small = tf.data.Dataset.from_tensors((images[:2], {t: v[:2] for t, v in labels.items()}))
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="batch is smaller"):
+        next(iter(with_held_out(train, small)))  # at trace time where the sizes are static
+    last = tf.data.Dataset.from_tensors((images[:2], {t: v[:2] for t, v in labels.items()}))
+    merged, _ = next(iter(with_held_out(last, train)))  # a smaller last training batch
+    np.testing.assert_array_equal(merged[0::2], images[:2])
+    np.testing.assert_array_equal(merged[1::2], images[:2])

@@ -5,7 +5,8 @@ Johns & Davison, TMLR 2022). The step's batch holds two mini-batches of the reci
 (the run loop batches ``2 * batch_size``), cut into the strided chunks of the multi-batch path
 (:func:`~mtl_keras.training.gradient_paths.multi_batch.strided_split`: the same mini-batches on
 one device and on replicas whose count divides the batch size): chunk 0 trains, chunk 1 is the
-held-out mini-batch, taken from the training data as the official code does.
+held-out mini-batch, taken from the training data as the official code does, or from a
+held-out set of the user's with :func:`with_held_out`.
 
 :meth:`BilevelPath.forward` is the loss path's forward pass on the training chunk. Then
 :meth:`BilevelPath.update`:
@@ -13,7 +14,8 @@ held-out mini-batch, taken from the training data as the official code does.
 1. the hypergradient, exactly, by automatic differentiation: with ``w = weights_of(m)`` of the
    balancer's meta-parameters ``m``, an inner tape gives ``g = grad_theta sum_i w_i L_i(train;
    theta)`` and an outer tape records its dependence on ``m``; ``g`` is summed over replicas (the
-   global batch's), ``theta' = theta - alpha g`` (``alpha = balancer.virtual_lr``), the primary
+   global batch's), ``theta' = theta - alpha g`` (``alpha = balancer.virtual_lr``, or the
+   optimizer's current learning rate where that is ``"optimizer"``), the primary
    tasks' loss ``L_P`` of the held-out chunk at ``theta'`` comes from
    ``network.stateless_call`` (the new BatchNorm statistics it returns are dropped: the
    variables keep those of the model update), and ``dL_P/dm = (dg/dm)^T (-alpha grad L_P)``,
@@ -64,7 +66,7 @@ class BilevelPath(LossPath):
 
     def update(self, record: BilevelRecord, variables, scaling, step) -> Update:
         (tape,) = record.tapes
-        grad, val_losses, val_outputs = self.hypergradient(*record.held_out, scaling)
+        grad, val_losses, val_outputs = self.hypergradient(*record.held_out, scaling, step)
         losses = tf.concat([record.global_losses, val_losses], 0)
         safe, finite = finite_input(grad, losses, tf.zeros_like(grad))
         self.balancer.apply_hypergradient(safe)
@@ -90,11 +92,13 @@ class BilevelPath(LossPath):
         }
         return Update(poison_unless(finite, grads), weights, gramian)
 
-    def hypergradient(self, x_train, y_train, x_val, y_val, scaling):
+    def hypergradient(self, x_train, y_train, x_val, y_val, scaling, step=None):
         """``(dL_P/dm, L(val; theta'), outputs(val; theta'))``: the all-reduced hypergradient
         of the balancer's meta-parameters ``m``, the held-out chunk's global task losses and its
         outputs after the virtual step."""
         balancer, alpha = self.balancer, self.balancer.virtual_lr
+        if alpha == "optimizer":
+            alpha = scaling.learning_rate
         theta = [tf.convert_to_tensor(v) for v in self.network.trainable_variables]
         frozen = [tf.convert_to_tensor(v) for v in self.network.non_trainable_variables]
         meta = tf.convert_to_tensor(balancer.meta_weights)
@@ -129,6 +133,53 @@ class BilevelPath(LossPath):
         return [tf.cast(v, tf.float32) for v in per_task], tf.nest.map_structure(
             tf.stop_gradient, outputs
         )
+
+
+def with_held_out(train: tf.data.Dataset, held_out: tf.data.Dataset) -> tf.data.Dataset:
+    """The batches of the bilevel path with the held-out mini-batches taken from ``held_out``.
+
+    Each batch ``(x, y)`` of ``train`` is paired with the next batch of ``held_out`` (repeated
+    as often as needed) and the two are interleaved example by example, the layout the path cuts
+    back into its training chunk (``train``'s batch) and held-out chunk. Both datasets are batched
+    by the same batch size (divisible by the number of replicas); a smaller last training batch
+    takes the first examples of its held-out batch.
+
+    Example:
+        >>> data = with_held_out(train.batch(8), validation.shuffle(256).batch(8))  # doctest: +SKIP
+        >>> model.fit(data, epochs=10)  # doctest: +SKIP
+
+    Raises:
+        ValueError: the two datasets' elements differ in structure.
+    """
+    try:
+        tf.nest.assert_same_structure(train.element_spec, held_out.element_spec)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            "with_held_out: the training and held-out batches must have the same structure "
+            f"(the same (x, y) with the same tasks), got {train.element_spec} and "
+            f"{held_out.element_spec}"
+        ) from error
+
+    message = (
+        "with_held_out: a held-out batch is smaller than its training batch; batch both "
+        "datasets by the same batch size"
+    )
+
+    def merge(a, b):
+        first, other = tf.nest.flatten(a)[0], tf.nest.flatten(b)[0]
+        if first.shape[0] is not None and other.shape[0] is not None:
+            if other.shape[0] < first.shape[0]:
+                raise ValueError(message)
+            checks = []
+        else:
+            checks = [
+                tf.debugging.assert_greater_equal(tf.shape(other)[0], tf.shape(first)[0], message)
+            ]
+        n = tf.shape(first)[0]
+        with tf.control_dependencies(checks):
+            return tf.nest.map_structure(lambda s, t: strided_merge([s, t[:n]]), a, b)
+
+    return tf.data.Dataset.zip((train, held_out.repeat())).map(merge)
 
 
 def _halves(nest) -> tuple:

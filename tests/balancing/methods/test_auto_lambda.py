@@ -120,7 +120,13 @@ class TestAutoLambda(Method):
             set_up("auto_lambda", primary=["z"])
         with pytest.raises(ValueError, match="weighting must be one of"):
             balancing.get("auto_lambda", weighting="sigmoid")
-        with pytest.raises(ValueError, match="lr and virtual_lr must be > 0"):
+        with pytest.raises(ValueError, match="lr must be > 0"):
             balancing.get("auto_lambda", lr=0.0)
+        for bad in (0.0, -1, "adam", True):
+            with pytest.raises(ValueError, match='virtual_lr must be > 0 or "optimizer"'):
+                balancing.get("auto_lambda", virtual_lr=bad)
+        assert balancing.get("auto_lambda", virtual_lr="optimizer").get_config()["virtual_lr"] == (
+            "optimizer"
+        )
         with pytest.raises(ValueError, match="bilevel path only, on 2 mini-batches"):
             balancing.base.Needs({"bilevel": "lookahead"}, batches=3)
