@@ -280,6 +280,23 @@ class GradientBalancer(Balancer):
             f"{type(self).__name__} does not transform representation gradients"
         )
 
+    #: the Jacobian columns the state of :meth:`build_parameter_state` holds (None: none yet)
+    num_params: int | None = None
+
+    def _prepare_parameter_aggregate(self, jacobian, losses, step, held: str):
+        """:meth:`_prepare_aggregate` for a method with state per Jacobian column: that state is
+        built for the Jacobian's columns on first use, and a Jacobian with another column count
+        is refused (``held`` names the state in the error: "DB-MTL's buffer holds")."""
+        j32, losses, step = self._prepare_aggregate(jacobian, losses, step)
+        if self.num_params is None:
+            self.build_parameter_state([j32.shape[1]])
+        if j32.shape[1] != self.num_params:
+            raise ValueError(
+                f"{held} {self.num_params} parameters but the Jacobian has {j32.shape[1]} "
+                "columns; call build_parameter_state with the shared variables' sizes"
+            )
+        return j32, losses, step
+
     def _prepare_aggregate(self, jacobian, losses, step):
         """Validate a (T, P) Jacobian, set up tasks on first use, default losses and step.
 

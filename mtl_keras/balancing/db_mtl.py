@@ -36,7 +36,6 @@ class DBMTL(GradientBalancer):
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8, **kwargs):
         super().__init__(**kwargs)
         self.beta, self.beta_sigma, self.eps = float(beta), float(beta_sigma), float(eps)
-        self.num_params: int | None = None
 
     def build_state(self, num_tasks: int) -> None:
         self.step_count = self.add_state("step_count", (), dtype="int64")
@@ -50,15 +49,9 @@ class DBMTL(GradientBalancer):
 
     def aggregate(self, jacobian, losses=None, step=None):
         jacobian = tf.convert_to_tensor(jacobian)
-        j32, losses, step = self._prepare_aggregate(jacobian, losses, step)
-        if self.num_params is None:
-            self.build_parameter_state([j32.shape[1]])
-        if j32.shape[1] != self.num_params:
-            raise ValueError(
-                f"DB-MTL's buffer holds {self.num_params} parameters but the Jacobian has "
-                f"{j32.shape[1]} columns; call build_parameter_state with the shared variables' "
-                "sizes"
-            )
+        j32, losses, step = self._prepare_parameter_aggregate(
+            jacobian, losses, step, "DB-MTL's buffer holds"
+        )
         self.step_count.assign_add(1)
         beta = self.beta / tf.pow(tf.cast(self.step_count, tf.float32), self.beta_sigma)
         g = j32 * self.head_weights(losses, step)[:, None]

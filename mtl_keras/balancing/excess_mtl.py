@@ -69,7 +69,6 @@ class ExcessMTL(GradientBalancer):
             raise ValueError(f"ExcessMTL scale must be 'one' or 'tasks', got {scale!r}")
         self.step_size, self.warmup_steps = float(step_size), int(warmup_steps)
         self.scale, self.eps = scale, float(eps)
-        self.num_params: int | None = None
 
     def build_state(self, num_tasks: int) -> None:
         uniform = keras.initializers.Constant(-math.log(num_tasks))
@@ -87,15 +86,9 @@ class ExcessMTL(GradientBalancer):
 
     def aggregate(self, jacobian, losses=None, step=None):
         jacobian = tf.convert_to_tensor(jacobian)
-        j32, losses, step = self._prepare_aggregate(jacobian, losses, step)
-        if self.num_params is None:
-            self.build_parameter_state([j32.shape[1]])
-        if j32.shape[1] != self.num_params:
-            raise ValueError(
-                f"ExcessMTL's statistics hold {self.num_params} parameters but the Jacobian has "
-                f"{j32.shape[1]} columns; call build_parameter_state with the shared variables' "
-                "sizes"
-            )
+        j32, losses, step = self._prepare_parameter_aggregate(
+            jacobian, losses, step, "ExcessMTL's statistics hold"
+        )
         squares = tf.convert_to_tensor(self.squares) + tf.square(j32)
         self.squares.assign(squares)
         risk = tf.reduce_sum(tf.square(j32) * tf.math.rsqrt(squares + self.eps), axis=1)

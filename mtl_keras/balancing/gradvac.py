@@ -90,6 +90,7 @@ class GradVac(GradientBalancer):
     def build_parameter_state(self, sizes) -> None:
         if self.group == "variable":
             self.sizes = tuple(int(s) for s in sizes)
+            self.num_params = sum(self.sizes)
             t = self.num_tasks
             self.targets = self.add_state("targets", (len(self.sizes), t, t))
 
@@ -108,15 +109,9 @@ class GradVac(GradientBalancer):
         jacobian = tf.convert_to_tensor(jacobian)
         if self.group == "all":
             return super().aggregate(jacobian, losses, step)
-        j32, losses, step = self._prepare_aggregate(jacobian, losses, step)
-        if self.sizes is None:
-            self.build_parameter_state([j32.shape[1]])
-        if sum(self.sizes) != j32.shape[1]:
-            raise ValueError(
-                f"GradVac was laid out for {sum(self.sizes)} parameters {self.sizes} but got a "
-                f"Jacobian with {j32.shape[1]} columns; call build_parameter_state with the sizes "
-                "of the shared variables"
-            )
+        j32, losses, step = self._prepare_parameter_aggregate(
+            jacobian, losses, step, "GradVac's per-variable blocks are laid out for"
+        )
         blocks = tf.split(j32, list(self.sizes), axis=1)
         gramians = tf.stack([tf.matmul(b, b, transpose_b=True) for b in blocks])
         w = self._step(gramians, step)

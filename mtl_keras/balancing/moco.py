@@ -76,7 +76,6 @@ class MoCo(GradientBalancer):
         self.beta, self.beta_sigma = float(beta), float(beta_sigma)
         self.gamma, self.gamma_sigma, self.rho = float(gamma), float(gamma_sigma), float(rho)
         self.normalization, self.weight_update, self.eps = normalization, weight_update, float(eps)
-        self.num_params: int | None = None
 
     def build_state(self, num_tasks: int) -> None:
         self.step_count = self.add_state("step_count", (), dtype="int64")
@@ -92,14 +91,7 @@ class MoCo(GradientBalancer):
 
     def aggregate(self, jacobian, losses=None, step=None):
         jacobian = tf.convert_to_tensor(jacobian)
-        j32, losses, step = self._prepare_aggregate(jacobian, losses, step)
-        if self.num_params is None:
-            self.build_parameter_state([j32.shape[1]])
-        if j32.shape[1] != self.num_params:
-            raise ValueError(
-                f"MoCo tracks {self.num_params} parameters but the Jacobian has {j32.shape[1]} "
-                "columns; call build_parameter_state with the shared variables' sizes"
-            )
+        j32, losses, step = self._prepare_parameter_aggregate(jacobian, losses, step, "MoCo tracks")
         self.step_count.assign_add(1)
         t = tf.cast(self.step_count, tf.float32)
         beta = self.beta / tf.pow(t, self.beta_sigma)
