@@ -22,23 +22,9 @@ from mtl_keras.metrics import write_results
 from mtl_keras.tasks import resolve
 from mtl_keras.training import resume, run
 from mtl_keras.training.recipe import Recipe
-from tests.utils import micro_network
+from tests.utils import TINY_RECIPE, micro_network
 
-#: two tasks, a 32 px ResNet-10 of width 8 and conv heads: epochs of 2 steps of 4 images
-TINY = {
-    "tasks": ("semseg", "depth"),
-    "image_size": (32, 32),
-    "train_examples": 8,
-    "val_examples": 4,
-    "batch_size": 4,
-    "epochs": 1,
-    "backbone": "resnet10",
-    "backbone_kwargs": {"width": 8, "output_stride": 8},
-    "head": "conv",
-    "head_kwargs": {"filters": 8, "num_convs": 1},
-    "image_summaries": 0,
-    "jit_compile": False,
-}
+TINY = {**TINY_RECIPE, "jit_compile": False}
 
 
 def settings(root, **more) -> list[str]:

@@ -13,6 +13,22 @@ from mtl_keras.tasks import resolve
 
 ALL_TASKS = ("semseg", "depth", "normals", "edges", "saliency", "human_parts")
 
+#: the Recipe fields of the run-level tests: two tasks, a 32 px ResNet-10 of width 8 and conv
+#: heads, one epoch of 2 steps of 4 images, no image summaries
+TINY_RECIPE = {
+    "tasks": ("semseg", "depth"),
+    "image_size": (32, 32),
+    "train_examples": 8,
+    "val_examples": 4,
+    "batch_size": 4,
+    "epochs": 1,
+    "backbone": "resnet10",
+    "backbone_kwargs": {"width": 8, "output_stride": 8},
+    "head": "conv",
+    "head_kwargs": {"filters": 8, "num_convs": 1},
+    "image_summaries": 0,
+}
+
 
 @functools.cache
 def two_replicas() -> tf.distribute.MirroredStrategy:

@@ -22,21 +22,14 @@ import numpy as np  # noqa: E402
 
 from mtl_keras.training import run  # noqa: E402
 from mtl_keras.training.recipe import Recipe  # noqa: E402
+from tests.utils import TINY_RECIPE  # noqa: E402
 
 #: Two tasks, a 32 px ResNet-10 of width 8 and conv heads, 2 epochs of 2 steps of 4 images;
 #: GradVac: stochastic (seeded partner orders), stateful (EMA targets), gradient level.
 TINY = {
+    **TINY_RECIPE,
     "name": "scale",
-    "tasks": ("semseg", "depth"),
-    "image_size": (32, 32),
-    "train_examples": 8,
-    "val_examples": 4,
-    "batch_size": 4,
     "epochs": 2,
-    "backbone": "resnet10",
-    "backbone_kwargs": {"width": 8, "output_stride": 8},
-    "head": "conv",
-    "head_kwargs": {"filters": 8, "num_convs": 1},
     "balancer": "gradvac",
     "optimizer": "sgd",
     "learning_rate": 0.05,

@@ -17,24 +17,9 @@ from mtl_keras.metrics import write_results
 from mtl_keras.training import NonFiniteLossError, ResumeStateError, run
 from mtl_keras.training.callbacks import _readable_temp_file
 from mtl_keras.training.recipe import Recipe
+from tests.utils import TINY_RECIPE
 
-#: two tasks, a 32 px ResNet-10 of width 8 and conv heads: one epoch of 2 steps of 4 images
-TINY = {
-    "name": "checks",
-    "tasks": ("semseg", "depth"),
-    "image_size": (32, 32),
-    "train_examples": 8,
-    "val_examples": 4,
-    "batch_size": 4,
-    "epochs": 1,
-    "backbone": "resnet10",
-    "backbone_kwargs": {"width": 8, "output_stride": 8},
-    "head": "conv",
-    "head_kwargs": {"filters": 8, "num_convs": 1},
-    "optimizer": "sgd",
-    "learning_rate": 0.05,
-    "image_summaries": 0,
-}
+TINY = {**TINY_RECIPE, "name": "checks", "optimizer": "sgd", "learning_rate": 0.05}
 
 
 def tiny(root, **changes) -> Recipe:
