@@ -1,6 +1,6 @@
 """Mixed precision with STCH (loss level, past its warm-up) and MoCo (gradient level, with a
 (T, P) tracked-gradient state): float32 state, finite steps, the update of float32 training, and
-an overflowing step that leaves MoCo's state as it was."""
+an overflowing step that leaves MoCo's state as it was; Auto-Lambda's meta step is float32's."""
 
 import keras
 import numpy as np
@@ -90,3 +90,23 @@ def test_overflowing_step_leaves_moco_state_unchanged():
         np.testing.assert_array_equal(a, v.numpy(), err_msg=v.path)
     assert int(model.optimizer.iterations.numpy()) == 0
     assert float(loss_scale(model.optimizer)) == 2.0**39
+
+
+def test_auto_lambda_mixed_meta_step_is_the_float32_meta_step():
+    """The bilevel path's second-order pass is loss-scaled and scaled back: once the dynamic
+    scale stops overflowing (skipped steps leave the meta-weights alone), the meta step of mixed
+    float16 training is float32 training's."""
+
+    def meta_step(policy):
+        model = _model(policy, "auto_lambda", "auto", {"optimizer": "sgd", "lr": 10.0})
+        for _ in range(4):  # the first steps may overflow at the initial scale, 2^15
+            model.train_on_batch(*_batch(n=4))
+            if int(model.optimizer.iterations.numpy()):
+                break
+            np.testing.assert_array_equal(model.balancer.meta_weights.numpy(), np.float32(0.1))
+        assert int(model.optimizer.iterations.numpy()) == 1
+        return model.balancer.meta_weights.numpy() - 0.1
+
+    full, mixed = meta_step("float32"), meta_step("mixed_float16")
+    assert np.all(np.abs(full) > 1e-6), full
+    np.testing.assert_allclose(mixed, full, rtol=0.05, atol=1e-6)

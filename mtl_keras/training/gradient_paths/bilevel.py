@@ -19,7 +19,8 @@ held-out set of the user's with :func:`with_held_out`.
    tasks' loss ``L_P`` of the held-out chunk at ``theta'`` comes from
    ``network.stateless_call`` (the new BatchNorm statistics it returns are dropped: the
    variables keep those of the model update), and ``dL_P/dm = (dg/dm)^T (-alpha grad L_P)``,
-   with ``grad L_P`` summed over replicas and the (T,) result too, so every replica applies the
+   with ``grad L_P`` summed over replicas and the (T,) result too (this second-order backward
+   pass loss-scaled like the others under mixed float16), so every replica applies the
    same meta step (:meth:`~mtl_keras.balancing.AutoLambda.apply_hypergradient`). For raw
    weights that is ``-alpha g_i . grad L_P(theta')``, the product the paper approximates by
    finite differences (``eps = 0.01 / |d|``). The virtual step uses the task losses only (the
@@ -117,14 +118,18 @@ class BilevelPath(LossPath):
             val, outputs = self._task_losses(ahead, frozen, x_val, y_val)
             primary = replicas.share(tf.reduce_sum(balancer.primary_mask * tf.stack(val)))
         descent = replicas.replica_sum(scaling.gradients(val_tape, primary, ahead))
+        # the second-order pass is loss-scaled too (its float16 activations' gradients would
+        # underflow as the first-order ones would), then scaled back
+        scale = tf.ones([]) if scaling.scale is None else scaling.scale
         grad = outer.gradient(
             g,
             meta,
-            output_gradients=[-alpha * tf.cast(d, t.dtype) for d, t in zip(descent, g)],
+            output_gradients=[-alpha * scale * tf.cast(d, t.dtype) for d, t in zip(descent, g)],
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
+        grad = tf.cast(grad, tf.float32) / scale
         val_losses = replicas.global_mean(tf.stack(val))
-        return replicas.replica_sum(tf.cast(grad, tf.float32)), val_losses, outputs
+        return replicas.replica_sum(grad), val_losses, outputs
 
     def _task_losses(self, trainable, non_trainable, x, y):
         """The task losses and outputs of the network at ``trainable`` (training mode)."""
