@@ -67,7 +67,7 @@ class BilevelPath(LossPath):
 
     def update(self, record: BilevelRecord, variables, scaling, step) -> Update:
         (tape,) = record.tapes
-        grad, val_losses, val_outputs = self.hypergradient(*record.held_out, scaling, step)
+        grad, val_losses, val_outputs = self.hypergradient(*record.held_out, scaling)
         losses = tf.concat([record.global_losses, val_losses], 0)
         safe, finite = finite_input(grad, losses, tf.zeros_like(grad))
         self.balancer.apply_hypergradient(safe)
@@ -93,7 +93,7 @@ class BilevelPath(LossPath):
         }
         return Update(poison_unless(finite, grads), weights, gramian)
 
-    def hypergradient(self, x_train, y_train, x_val, y_val, scaling, step=None):
+    def hypergradient(self, x_train, y_train, x_val, y_val, scaling):
         """``(dL_P/dm, L(val; theta'), outputs(val; theta'))``: the all-reduced hypergradient
         of the balancer's meta-parameters ``m``, the held-out chunk's global task losses and its
         outputs after the virtual step."""
