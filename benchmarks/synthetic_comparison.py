@@ -1,38 +1,42 @@
-"""The survey's comparison (Vandenhende et al., TPAMI 2022, Tables 3-8) on synthetic scenes, on CPU.
+"""The survey's experimental study (Vandenhende et al., TPAMI 2022, Sec. 6, Tables 3-8) at full
+breadth on synthetic scenes, with seeds, on CPU.
 
 Usage::
 
-    python benchmarks/synthetic_comparison.py [--quick] [--tasks semseg,depth,normals,edges]
-        [--runs NAME,...] [--out-dir runs/comparison] [--docs docs] [--epochs N]
-        [--train-examples N]
+    python benchmarks/synthetic_comparison.py [--quick] [--seeds 0,1,2] [--groups PATTERN,...]
+        [--tasks semseg,depth,normals,edges] [--out-dir runs/study] [--results FILE]
+        [--page FILE] [--epochs N] [--train-examples N] [--list]
 
-Trains, one after the other in this process, every run into its own folder ``OUT_DIR/<name>``:
+The runs come from the registries; nothing is listed here by hand:
 
-* a single-task network per task (``architecture="single_task"``): the baselines of Δ_MTL;
-* hard sharing with equal loss weights (``hard_sharing``);
-* hard sharing with loss balancers (uncertainty weighting, DWA) and gradient balancers (MGDA-UB,
-  i.e. MGDA on the shared representation, and PCGrad on the shared variables);
-* encoder-focused (MTAN, cross-stitch) and decoder-focused (PAD-Net) architectures;
-* the transformer-era decoders (multi-task DPT, InvPT, MLoRE) on the same encoder.
+* ``single_<task>``: a single-task network per task, the baselines of Δ_MTL;
+* ``<architecture>``: every registered architecture (``mtl_keras.architectures.available()``)
+  with equal loss weights; ``hard_sharing`` is the reference every other run is tested against;
+* ``hs_<balancer>``: every registered balancer (``mtl_keras.balancing.available()``, but
+  ``fixed``, which is ``hard_sharing``) on hard sharing, at its paper's defaults;
+* each of them once per seed (``<group>_s<seed>``).
 
 Every run starts from the demo recipe (``recipes/demo.py``: ResNet-18 family backbone of width 16
 at output stride 16, HRNet-style heads, Adam with lr 2e-3 and weight decay 1e-4, poly schedule,
-batch 8) on the same synthetic scenes, so params, FLOPs and metrics are comparable; PAD-Net's own
-decoder is narrowed to 32 channels, DPT's, InvPT's and MLoRE's to about PAD-Net's parameter
-count. A run whose folder already holds ``results.json`` (from the same settings) is skipped, so
-an interrupted comparison resumes where it stopped; settings that differ from a finished run's
-are refused.
+batch 8) on the same synthetic scenes, so params, FLOPs and metrics are comparable. `SIZE`
+narrows a few decoders to about PAD-Net's parameter count and `SETTINGS` holds the few choices a
+method needs to be itself (MGDA on the representation is the survey's MGDA-UB; ASTMT trains with
+its discriminator); an architecture or balancer registered later joins with the demo recipe's
+settings and its own defaults.
 
-Then ``mtl_keras.evaluation.compare`` writes the table (each task's metric, params, FLOPs, Δ_MTL
-against the single-task runs, and the trivial constant predictors as a floor), a Δ_MTL bar chart
-and one prediction grid per task, and the page ``DOCS/synthetic_comparison.md`` with the command,
-the date, the wall time of every run and how much of the machine this process got. The generated
-part of the page sits between two HTML comments; text outside them is kept when the page is
-written again. ``OUT_DIR/.comparison.json`` keeps the timings and the table (a hidden file, so
-``mtl-keras compare OUT_DIR/*`` sees only run folders).
+After every run its record (metrics, params, FLOPs, trivial baselines, recipe fingerprint, wall
+and CPU time) is written atomically into the results file (default
+``docs/synthetic_comparison/results.json``, committed). A run whose record is there with the same
+settings is not trained again, so the study resumes run by run and can be spread over several
+sittings; a record of other settings is refused. A run interrupted in training resumes from its
+run folder (``OUT_DIR/<run>``). Then `mtl_keras.evaluation.study` writes the page (default
+``docs/synthetic_comparison.md``) with the mean ± std table, Welch's test against hard sharing,
+the Δ_MTL chart with error bars and the Pareto plot of Δ_MTL against FLOPs. ``mtl-keras compare
+RESULTS --page PAGE`` rebuilds the page from the results file alone.
 
-``--quick`` is a smoke version (32x32 images, 16 training examples, 1 epoch, width 8) that writes
-into ``runs/comparison_quick`` and ``runs/comparison_quick/docs`` unless told otherwise.
+``--quick`` is a smoke version (one seed, 32x32 images, 16 training examples, 1 epoch, width 8;
+the single-task runs, hard sharing, one encoder-focused architecture and one loss-level and one
+gradient-level balancer) that writes into ``runs/study_quick`` unless told otherwise.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import fnmatch
 import gc
 import json
 import os
@@ -47,7 +52,6 @@ import platform
 import resource
 import shlex
 import sys
-import textwrap
 import threading
 import time
 
@@ -59,51 +63,33 @@ if ROOT not in sys.path:  # ``recipes`` lives at the repository root
     sys.path.insert(0, ROOT)
 
 TASKS = ("semseg", "depth", "normals", "edges")
+REFERENCE = "hard_sharing"
 
-#: Multi-task runs: name -> recipe fields replaced in the demo recipe.
-MULTI_TASK_RUNS: dict[str, dict] = {
-    "hard_sharing": {},
-    "hs_uncertainty": {"balancer": "uncertainty"},
-    "hs_dwa": {"balancer": "dwa"},
-    "hs_mgda_ub": {"balancer": "mgda", "gradient_source": "representation"},
-    "hs_pcgrad": {"balancer": "pcgrad"},
-    "mtan": {"architecture": "mtan"},
-    "cross_stitch": {"architecture": "cross_stitch"},
-    "padnet": {"architecture": "padnet", "head_kwargs": {"channels": 32}},
-    # transformer-era decoders on the same encoder, narrowed to about PAD-Net's parameter count;
-    # InvPT's three stages read P2-P4 (strides 4, 8, 16: P5 is at stride 16 too here), MLoRE works
-    # on P3's grid (8x8; the paper's stride 16 would be 4x4 at 64 px)
-    "dpt": {"architecture": "dpt", "head_kwargs": {"features": 20}},
+#: Decoders narrowed to about PAD-Net's parameter count on this encoder (recipe fields).
+#: InvPT's three stages read P2-P4 (strides 4, 8, 16: P5 is at stride 16 too here); MLoRE works
+#: on P3's grid (8x8; the paper's stride 16 would be 4x4 at 64 px).
+SIZE: dict[str, dict] = {
+    "padnet": {"head_kwargs": {"channels": 32}},
+    "dpt": {"head_kwargs": {"features": 20}},
     "invpt": {
-        "architecture": "invpt",
-        "head_kwargs": {"embed_dim": 32, "prediction_channels": 16, "levels": ["P2", "P3", "P4"]},
+        "head_kwargs": {"embed_dim": 32, "prediction_channels": 16, "levels": ["P2", "P3", "P4"]}
     },
-    "mlore": {"architecture": "mlore", "head_kwargs": {"channels": 24, "grid_level": "P3"}},
+    "mlore": {"head_kwargs": {"channels": 24, "grid_level": "P3"}},
+}
+#: What a method needs to be the one its paper describes (recipe fields).
+SETTINGS: dict[str, dict] = {
+    "astmt": {"adversarial_weight": 0.01},  # its task discriminator, as recipes/astmt_*.py
+    "hs_mgda": {"gradient_source": "representation"},  # MGDA-UB, the survey's MGDA
 }
 
-#: What each run is, for the page.
-DESCRIPTIONS = {
-    "single_*": "one network per task (the Δ_MTL baselines)",
-    "hard_sharing": "hard parameter sharing, equal loss weights",
-    "hs_uncertainty": "hard sharing, uncertainty weighting (Kendall et al., 2018)",
-    "hs_dwa": "hard sharing, dynamic weight averaging (Liu et al., 2019)",
-    "hs_mgda_ub": "hard sharing, MGDA on the shared representation (MGDA-UB, Sener & Koltun)",
-    "hs_pcgrad": "hard sharing, PCGrad on the shared variables (Yu et al., 2020)",
-    "mtan": "MTAN: task attention modules on the shared backbone (Liu et al., 2019)",
-    "cross_stitch": "cross-stitch network: one backbone per task, mixed per stage (Misra et al.)",
-    "padnet": "PAD-Net: initial predictions distilled into each other (Xu et al., 2018)",
-    "dpt": "multi-task DPT: reassemble and fusion decoder per task (Ranftl et al., 2021)",
-    "invpt": "InvPT: multi-task attention in an inverted pyramid (Ye & Xu, 2022)",
-    "mlore": "MLoRE: shared low-rank experts, generic path, task routers (Yang et al., 2024)",
-}
-
-#: Data, size and length of the full and the quick comparison.
-FULL = {  # the demo recipe's
+#: Data, size and length of the full and the quick study.
+FULL = {
     "image_size": (64, 64),
-    "train_examples": 1024,
+    "train_examples": 512,
     "val_examples": 128,
-    "epochs": 8,
+    "epochs": 6,
     "backbone_kwargs": {"width": 16, "output_stride": 16},
+    "image_summaries": 0,
 }
 QUICK = {
     "image_size": (32, 32),
@@ -111,42 +97,90 @@ QUICK = {
     "val_examples": 8,
     "epochs": 1,
     "backbone_kwargs": {"width": 8, "output_stride": 16},
-    "image_summaries": 1,
+    "image_summaries": 0,
 }
+QUICK_GROUPS = ("single_*", REFERENCE, "mtan", "hs_uncertainty", "hs_pcgrad")
 
-BEGIN = "<!-- synthetic_comparison: generated from here -->"
-END = "<!-- synthetic_comparison: generated up to here -->"
+INTRO = """# The survey's study on synthetic scenes
+
+Vandenhende et al. (TPAMI 2022) compare single-task networks, encoder- and decoder-focused
+architectures and hard sharing with loss and gradient balancers on NYUD-v2 and PASCAL-Context
+(Tables 3-8). `benchmarks/synthetic_comparison.py` runs that study on the synthetic scenes at a
+small size on CPU: every registered architecture and balancer, each with several seeds, on the
+same backbone, heads and optimiser. The section below is written by the script (or rebuilt from
+its results file by `mtl-keras compare docs/synthetic_comparison/results.json --page
+docs/synthetic_comparison.md`); text outside it is kept.
+
+"""
+
+SCOPE = (
+    "On these synthetic scenes, at this size and length of training and with these seeds, a ▲ or "
+    "▼ says that a run's Δ_MTL differs from hard sharing's by more than the seeds' spread "
+    "explains, with the caveat of many comparisons above; an unmarked run is not shown to differ "
+    "(with 3 seeds only large differences can be marked). Nothing here ranks the methods on "
+    "NYUD-v2 or PASCAL-Context: the survey trains ImageNet-pretrained ResNet-50 / HRNet-18 "
+    "networks on real images at 480x640 / 512x512 for tens of epochs, while these networks are "
+    "narrow, trained from scratch for a few minutes on 64x64 scenes whose tasks are all rendered "
+    "from one scene layout, so the tasks' relations (how much they help or hurt each other) are "
+    "not those of real scenes. Every balancer runs at its paper's defaults, untuned; short "
+    "training favours methods that converge fast. The absolute numbers say how this code "
+    "behaves, the survey's tables say how the methods behave on real data."
+)
+
+
+@dataclasses.dataclass
+class Run:
+    name: str
+    group: str
+    seed: int
+    kind: str
+    description: str
+    recipe: object
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke version: tiny sizes, 1 epoch")
+    p.add_argument("--quick", action="store_true", help="smoke version: 1 seed, a subset, tiny")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
+    p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2; quick: 0)")
     p.add_argument(
-        "--runs",
-        default=",".join(MULTI_TASK_RUNS),
-        help=f"comma-separated multi-task runs, of {', '.join(MULTI_TASK_RUNS)} "
-        "(the single-task runs of the tasks always run)",
+        "--groups",
+        help="comma-separated glob patterns of the groups to run (default "
+        "all; quick: " + ",".join(QUICK_GROUPS) + ")",
     )
-    p.add_argument("--out-dir", help="run folders (default runs/comparison[_quick])")
-    p.add_argument("--docs", help="folder of the page and its figures (default docs; quick: "
-                   "OUT_DIR/docs)")  # fmt: skip
+    p.add_argument("--out-dir", help="run folders (default runs/study[_quick])")
+    p.add_argument(
+        "--results",
+        help="results file (default docs/synthetic_comparison/"
+        "results.json; quick: OUT_DIR/results.json)",
+    )
+    p.add_argument(
+        "--page",
+        help="the page (default docs/synthetic_comparison.md; quick: "
+        "OUT_DIR/docs/synthetic_comparison.md)",
+    )
     p.add_argument("--epochs", type=int, help="override the number of epochs")
     p.add_argument("--train-examples", type=int, help="override the training examples")
-    p.add_argument("--examples", type=int, help="validation images per prediction grid")
+    p.add_argument("--list", action="store_true", help="print the runs and exit")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     args.argv = argv
     args.tasks = tuple(t for t in args.tasks.split(",") if t)
-    args.runs = tuple(r for r in args.runs.split(",") if r)
-    unknown = [r for r in args.runs if r not in MULTI_TASK_RUNS]
-    if unknown:
-        p.error(f"unknown run(s) {unknown}; valid: {', '.join(MULTI_TASK_RUNS)}")
-    if len(args.tasks) < 2 and args.runs:
-        p.error("multi-task runs need at least two tasks")
-    args.out_dir = args.out_dir or ("runs/comparison_quick" if args.quick else "runs/comparison")
-    args.docs = args.docs or (os.path.join(args.out_dir, "docs") if args.quick else "docs")
-    args.examples = args.examples or (2 if args.quick else 3)
+    if len(args.tasks) < 2:
+        p.error("the study needs at least two tasks")
+    seeds = args.seeds or ("0" if args.quick else "0,1,2")
+    try:
+        args.seeds = tuple(int(s) for s in seeds.split(",") if s)
+    except ValueError:
+        p.error(f"--seeds takes comma-separated integers, got {seeds!r}")
+    groups = args.groups.split(",") if args.groups else (QUICK_GROUPS if args.quick else ("*",))
+    args.groups = tuple(g for g in groups if g)
+    args.out_dir = args.out_dir or ("runs/study_quick" if args.quick else "runs/study")
+    if args.quick:
+        args.results = args.results or os.path.join(args.out_dir, "results.json")
+        args.page = args.page or os.path.join(args.out_dir, "docs", "synthetic_comparison.md")
+    args.results = args.results or os.path.join("docs", "synthetic_comparison", "results.json")
+    args.page = args.page or os.path.join("docs", "synthetic_comparison.md")
     return args
 
 
@@ -159,40 +193,125 @@ def settings(args) -> dict:
     return size
 
 
-def plan(args):
-    """``[(name, Recipe)]``: the single-task runs, then the multi-task runs."""
+def _first_line(obj) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return " ".join(doc.split("\n\n")[0].split()).rstrip(".")
+
+
+def groups(args, base) -> list[tuple[str, str, str, object]]:
+    """``[(group, kind, description, recipe)]``, every one the registries hold, in study order."""
+    from mtl_keras import architectures, balancing
+
+    found = []
+    for task in args.tasks:
+        recipe = dataclasses.replace(base, tasks=(task,), architecture="single_task")
+        found.append((f"single_{task}", "single_task", "one network per task (a baseline)", recipe))
+    for name in architectures.available():
+        if name == "single_task":
+            continue
+        fields = {**SIZE.get(name, {}), **SETTINGS.get(name, {})}
+        what = _first_line(architectures.ARCHITECTURES[name]).split(";")[0]
+        found.append(
+            (name, "architecture", what, dataclasses.replace(base, architecture=name, **fields))
+        )
+    for name in balancing.available():
+        if name == "fixed":  # equal weights on hard sharing: the reference itself
+            continue
+        group = f"hs_{name}"
+        recipe = dataclasses.replace(base, balancer=name, **SETTINGS.get(group, {}))
+        found.append((group, "balancer", _first_line(balancing.BALANCERS[name]), recipe))
+    return found
+
+
+def plan(args) -> list[Run]:
+    """The runs asked for: the matching groups, each once per seed."""
     from mtl_keras import recipes
 
     base = dataclasses.replace(
         recipes.get("demo"), tasks=args.tasks, run_dir=args.out_dir, **settings(args)
     )
-    runs = [
-        (
-            f"single_{t}",
-            dataclasses.replace(base, name=f"single_{t}", tasks=(t,), architecture="single_task"),
-        )
-        for t in args.tasks
+    chosen = [
+        g
+        for g in groups(args, base)
+        if any(fnmatch.fnmatchcase(g[0], pattern) for pattern in args.groups)
     ]
-    for name in args.runs:
-        runs.append((name, dataclasses.replace(base, name=name, **MULTI_TASK_RUNS[name])))
+    if not chosen:
+        raise SystemExit(f"no group matches {','.join(args.groups)}; see --list")
+    runs = []
+    for group, kind, description, recipe in chosen:
+        for seed in args.seeds:
+            name = f"{group}_s{seed}"
+            runs.append(
+                Run(
+                    name,
+                    group,
+                    seed,
+                    kind,
+                    description,
+                    dataclasses.replace(recipe, name=name, seed=seed),
+                )
+            )
     return runs
 
 
-def finished(recipe) -> bool:
-    """Whether ``recipe``'s run is done; refuses a finished run trained with other settings."""
+def _fingerprint(recipe) -> dict:
     from mtl_keras.training import resume
 
-    folder = recipe.output_dir
+    return json.loads(json.dumps(resume.fingerprint(recipe), default=str))
+
+
+def _record(run: Run, timing: dict | None) -> dict:
+    """The record of ``run`` from its finished run folder."""
+    from mtl_keras.evaluation import compare
+
+    result = compare.read_run(run.recipe.output_dir)
+    return {
+        "run": run.name,
+        "group": run.group,
+        "seed": run.seed,
+        "kind": run.kind,
+        "description": run.description,
+        "tasks": list(run.recipe.tasks),
+        "metrics": result.metrics,
+        "params": result.params,
+        "flops": result.flops,
+        "trivial_baseline": result.trivial,
+        "recipe": _fingerprint(run.recipe),
+        **(timing or {}),
+    }
+
+
+def finished(run: Run, content: dict) -> dict | None:
+    """``run``'s record when it has finished with the same settings (from the results file, or
+    from a run folder that finished before its record was written), else None.
+
+    Raises:
+        ValueError: the record or the run folder holds other settings.
+    """
+    from mtl_keras.evaluation import study
+    from mtl_keras.training import resume
+
+    record = study.find_record(content, run.name)
+    if record is not None:
+        wanted = _fingerprint(run.recipe)
+        differ = sorted(k for k in wanted if (record.get("recipe") or {}).get(k) != wanted[k])
+        if differ:
+            raise ValueError(
+                f"{run.name} is recorded with other {differ} than asked now; remove its record "
+                "from the results file (or pass another --results) to train it again"
+            )
+        return record
+    folder = run.recipe.output_dir
     if not os.path.exists(os.path.join(folder, "results.json")):
-        return False
-    differ = resume.recorded_differences(folder, recipe)
+        return None
+    differ = resume.recorded_differences(folder, run.recipe)
     if differ != []:
         settings = f"other {differ}" if differ else "unrecorded settings (no recipe.json)"
         raise ValueError(
             f"{folder} finished with {settings}, not those asked now; remove it (or pass another "
             "--out-dir) to train it again"
         )
-    return True
+    return _record(run, None)
 
 
 class LoadSampler:
@@ -233,184 +352,105 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def train_all(runs) -> dict[str, dict]:
-    """Train every unfinished run; returns ``{name: timing}`` (read back for finished runs)."""
+def train_all(runs: list[Run], results: str, study_fields: dict) -> dict:
+    """Train every unfinished run, writing the results file after each; returns its content."""
     import keras
 
-    from mtl_keras.training import run
+    from mtl_keras.evaluation import study
+    from mtl_keras.training import run as training
 
-    timings = {}
-    for name, recipe in runs:
-        timing_file = os.path.join(recipe.output_dir, "timing.json")
-        if finished(recipe):
-            print(f"[comparison] {name}: finished before, skipped", flush=True)
-            if os.path.exists(timing_file):
-                with open(timing_file) as f:
-                    timings[name] = {**json.load(f), "skipped": True}
+    content = study.load_results(results)
+    content["study"] = {**content.get("study", {}), **study_fields}
+    for i, run in enumerate(runs, 1):
+        record = finished(run, content)
+        if record is not None:
+            print(f"[study] {i}/{len(runs)} {run.name}: finished before, reused", flush=True)
+            study.put_record(content, record)
             continue
-        print(f"[comparison] {name}: training ({recipe.architecture}, {recipe.balancer})",
-              flush=True)  # fmt: skip
+        print(
+            f"[study] {i}/{len(runs)} {run.name}: training ({run.recipe.architecture}, "
+            f"{run.recipe.balancer})",
+            flush=True,
+        )
         wall, cpu, load = time.time(), _cpu_seconds(), os.getloadavg()[0]
-        summary = run.train(recipe, verbose=2, export=False)
+        training.train(run.recipe, verbose=0, export=False)
         timing = {
             "wall_s": round(time.time() - wall, 1),
             "cpu_s": round(_cpu_seconds() - cpu, 1),
-            "load_start": load,
-            "load_end": os.getloadavg()[0],
+            "load": round((load + os.getloadavg()[0]) / 2, 2),
             "finished": datetime.datetime.now().isoformat(timespec="seconds"),
         }
-        with open(timing_file, "w") as f:
-            json.dump(timing, f, indent=2)
-        timings[name] = timing
-        print(summary["table"], flush=True)
-        print(f"[comparison] {name}: {timing['wall_s']:.0f} s", flush=True)
-        del summary
+        study.put_record(content, _record(run, timing))
+        study.save_results(results, content)
+        print(f"[study] {run.name}: {timing['wall_s']:.0f} s", flush=True)
         keras.backend.clear_session()
         gc.collect()
-    return timings
+    study.save_results(results, content)
+    return content
 
 
-def _figure_link(path: str, docs: str) -> str:
-    return os.path.relpath(path, docs).replace(os.sep, "/")
-
-
-def page(args, runs, table, chart, grids, timings, machine) -> str:
-    """The generated part of the page."""
+def describe(args, runs: list[Run]) -> str:
+    """The page's setup paragraph."""
     size = settings(args)
     h, w = size["image_size"]
-    recipe = runs[0][1]
-    command = shlex.join(["python", "benchmarks/synthetic_comparison.py", *args.argv])
-    names = [name for name, _ in runs]
-    lines = [
-        BEGIN,
-        "",
-        f"Measured {machine['date']} with `{command}` "
-        f"({machine['cpus']} CPU cores, {machine['processor']}; TensorFlow {machine['tf']}, "
-        f"Keras {machine['keras']}).",
-        "",
-        "**Setup.** "
+    recipe = runs[0].recipe
+    narrowed = "; ".join(f"{k}: {json.dumps(v)}" for k, v in {**SIZE, **SETTINGS}.items())
+    return (
         f"Tasks {', '.join(args.tasks)}; {size['train_examples']} training and "
         f"{size['val_examples']} validation scenes at {h}x{w}; {size['epochs']} "
         f"epoch{'s' * (size['epochs'] != 1)} of batch {recipe.batch_size} (Adam, lr "
-        f"{recipe.learning_rate:g}, weight decay "
-        f"{recipe.weight_decay:g}, poly schedule), seed {recipe.seed}. Backbone "
-        f"{recipe.backbone} ({json.dumps(size['backbone_kwargs'])}), {recipe.head} heads. "
-        "Metrics on the validation scenes; Δ_MTL against the single-task rows; the last row is "
-        "the trivial constant predictor (majority class, mean depth, mean normal, constant edge "
-        "probability) fitted on training labels.",
-        "",
-        table,
-        "",
-        "The same table, chart and grids from the run folders alone: `mtl-keras compare "
-        + " ".join(f"{args.out_dir}/{name}" for name in names)
-        + " --trivial --out DIR`.",
-        "",
-        f"![Δ_MTL of every multi-task run]({_figure_link(chart, args.docs)})",
-        "",
-        "Predictions on validation scenes (columns: image, label, then every run with the task):",
-        "",
-    ]
-    for task, path in grids.items():
-        lines += [f"**{task}**", "", f"![{task} predictions]({_figure_link(path, args.docs)})", ""]
-    lines += ["| run | what | wall time (s) | CPU time (s) |", "|---|---|---|---|"]
-    for name in names:
-        t = timings.get(name, {})
-        what = DESCRIPTIONS.get(name) or DESCRIPTIONS["single_*"]
-        wall = f"{t['wall_s']:.0f}" if "wall_s" in t else "—"
-        cpu = f"{t['cpu_s']:.0f}" if "cpu_s" in t else "—"
-        lines.append(f"| {name} | {what} | {wall} | {cpu} |")
-    total = sum(t.get("wall_s", 0.0) for t in timings.values())
-    skipped = [n for n, t in timings.items() if t.get("skipped")]
-    lines += [
-        "",
-        f"**Time.** Training all {len(names)} runs took {total / 60:.1f} min of wall time "
-        f"(sum over runs); this invocation ran {machine['wall_s'] / 60:.1f} min in all "
-        "(training, evaluation, table and figures)"
-        + (f", reusing the finished runs {', '.join(skipped)}" if skipped else "")
-        + ". "
-        f"The machine was shared: the 1-minute load average was {machine['load_mean']:.1f} on "
-        f"average (max {machine['load_max']:.1f}) on {machine['cpus']} cores, and this process "
-        f"got {machine['cpu_s'] / 60:.1f} CPU-minutes in {machine['wall_s'] / 60:.1f} minutes "
-        f"({machine['share']:.0%} of the machine).",
-        "",
-        END,
-    ]
-    return "\n".join(_wrap(line) for line in lines)
-
-
-def _wrap(line: str) -> str:
-    """Prose lines wrapped at 100 characters like the other pages; tables and images as they are."""
-    if line.startswith(("|", "!", "<!--")) or len(line) <= 100:
-        return line
-    return textwrap.fill(line, 100, break_long_words=False, break_on_hyphens=False)
-
-
-INTRO = """# The survey's comparison on synthetic scenes
-
-Vandenhende et al. (TPAMI 2022) compare single-task networks, hard sharing with loss and gradient
-balancers, and encoder- and decoder-focused architectures on NYUD-v2 and PASCAL-Context (Tables
-3-8). `benchmarks/synthetic_comparison.py` runs the same comparison on the synthetic scenes at a
-small size, on CPU in under an hour, with the same backbone, heads and optimiser for every run:
-one command trains every run (resumable), then `mtl-keras compare` builds the table, the Δ_MTL
-chart and the prediction grids. The section below is written by the script; run it again to
-reproduce it (numbers move by a few points between machines and runs: one seed, short training).
-
-"""
-
-
-def write_page(path: str, generated: str) -> None:
-    """Write ``generated`` between the markers of ``path``, keeping hand-written text around it."""
-    head, tail = INTRO, "\n"
-    if os.path.exists(path):
-        with open(path) as f:
-            old = f.read()
-        if BEGIN in old and END in old:
-            head = old[: old.index(BEGIN)]
-            tail = old[old.index(END) + len(END) :]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(head + generated + tail)
+        f"{recipe.learning_rate:g}, weight decay {recipe.weight_decay:g}, poly schedule). Every "
+        f"run: backbone {recipe.backbone} ({json.dumps(size['backbone_kwargs'])}), "
+        f"{recipe.head} heads, equal loss weights unless a balancer is named, the seed seeding "
+        "initialisation, data order and stochastic balancers (the scenes are the same for "
+        f"every seed). Per-method fields: {narrowed}. Metrics on the validation scenes; the "
+        "last row is the trivial constant predictor (majority class, mean depth, mean normal, "
+        "constant edge probability) fitted on training labels."
+    )
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    runs = plan(args)
+    if args.list:
+        for run in runs:
+            print(f"{run.name}\t{run.kind}\t{run.description}")
+        return 0
+    import keras
+    import tensorflow as tf
+
+    from mtl_keras.evaluation import study
+
     start, cpu_start = time.time(), _cpu_seconds()
     with LoadSampler() as load:
-        runs = plan(args)
-        timings = train_all(runs)
-        import keras
-        import tensorflow as tf
-
-        from mtl_keras.evaluation import compare
-
-        folders = [recipe.output_dir for _, recipe in runs]
-        figures = os.path.join(args.docs, "synthetic_comparison")
-        chart = os.path.join(figures, "delta_mtl.png")
-        table = compare.compare(folders, chart=chart, trivial=True)
-        grids = compare.prediction_grids(folders, figures, examples=args.examples)
+        fields = {
+            "command": shlex.join(["python", "benchmarks/synthetic_comparison.py", *args.argv]),
+            "date": datetime.date.today().isoformat(),
+            "machine": {
+                "cpus": os.cpu_count() or 1,
+                "processor": _processor(),
+                "tf": tf.__version__,
+                "keras": keras.__version__,
+            },
+            "settings": {**settings(args), "description": describe(args, runs)},
+            "reference": REFERENCE,
+            "alpha": 0.05,
+            "seeds": list(args.seeds),
+            "scope": SCOPE,
+        }
+        content = train_all(runs, args.results, fields)
     wall, cpu = time.time() - start, _cpu_seconds() - cpu_start
-    cpus = os.cpu_count() or 1
     samples = load.samples or [os.getloadavg()[0]]
-    machine = {
-        "date": datetime.date.today().isoformat(),
-        "cpus": cpus,
-        "processor": _processor(),
-        "tf": tf.__version__,
-        "keras": keras.__version__,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "share": cpu / (wall * cpus),
-        "load_mean": sum(samples) / len(samples),
-        "load_max": max(samples),
-    }
-    generated = page(args, runs, table, chart, grids, timings, machine)
-    doc = os.path.join(args.docs, "synthetic_comparison.md")
-    write_page(doc, generated)
-    with open(os.path.join(args.out_dir, ".comparison.json"), "w") as f:
-        json.dump({"timings": timings, "machine": machine, "table": table}, f, indent=2)
+    share = cpu / max(wall * (os.cpu_count() or 1), 1e-9)
+    content["study"]["time_note"] = (
+        f"the last sitting ran {wall / 60:.1f} min at a mean 1-minute load of "
+        f"{sum(samples) / len(samples):.1f} on {os.cpu_count()} cores, this process getting "
+        f"{share:.0%} of the machine"
+    )
+    study.save_results(args.results, content)
+    table = study.rebuild(args.results, args.page, INTRO)
     print(table)
-    print(f"[comparison] wrote {doc} in {wall / 60:.1f} min ({machine['share']:.0%} of the "
-          f"machine, load {machine['load_mean']:.1f})")  # fmt: skip
+    print(f"[study] wrote {args.page} and {args.results} in {wall / 60:.1f} min")
     return 0
 
 

@@ -460,12 +460,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--image-size", type=_integer(1), nargs=2, default=None, metavar=("H", "W"))
     sp.set_defaults(func=cmd_summary)
 
-    sp = sub.add_parser("compare", help="Markdown table and Δ_MTL chart over run folders")
+    sp = sub.add_parser(
+        "compare", help="Markdown table and Δ_MTL chart over run folders, or a study's page"
+    )
     if command == "compare":
-        from mtl_keras.evaluation import compare
+        from mtl_keras.evaluation import study
 
-        compare.add_arguments(sp)
-        sp.set_defaults(func=compare.run)
+        study.add_arguments(sp)  # run folders, or a study's results file
+        sp.set_defaults(func=study.run)
     return p
 
 

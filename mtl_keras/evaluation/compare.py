@@ -277,36 +277,44 @@ def delta_chart(
     Bars grow right (green) for positive and left (red) for negative values from a zero line;
     the axis spans the values and zero.
     Single-task rows (Δ_MTL 0 against themselves) are left out unless ``single_task`` is True or
-    no other row has a Δ_MTL.
+    no other row has a Δ_MTL. A row with a ``delta_std`` gets a ± one-standard-deviation bar.
     """
-    items = [(row["name"], row["delta"]) for row in rows if row["delta"] is not None]
-    multi = [(row["name"], row["delta"]) for row in rows
-             if row["delta"] is not None and len(row["tasks"]) > 1]  # fmt: skip
+    items = [(row["name"], row["delta"], row.get("delta_std") or 0.0)
+             for row in rows if row["delta"] is not None]  # fmt: skip
+    multi = [item for item, row in zip(items, (r for r in rows if r["delta"] is not None))
+             if len(row["tasks"]) > 1]  # fmt: skip
     if multi and not single_task:
         items = multi
     font = ImageFont.load_default()
-    bar, gap, top, label_w, value_w = 18, 6, 28, 200, 70
+    bar, gap, top, label_w = 18, 6, 28, 200
+    value_w = 110 if any(error for *_, error in items) else 70
     height = top + max(1, len(items)) * (bar + gap) + gap
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     draw.text((8, 6), "Delta_MTL (%) against the single-task baselines", fill="black", font=font)
     plot_left, plot_right = label_w, width - value_w
     # the axis spans [min(0, values), max(0, values)]: all-negative bars use the whole width
-    low = min([v for _, v in items] + [0.0])
-    high = max([v for _, v in items] + [0.0])
+    low = min([v - e for _, v, e in items] + [0.0])
+    high = max([v + e for _, v, e in items] + [0.0])
     scale = (plot_right - plot_left - 4) / max(high - low, 1e-9)
     zero = plot_left + 2 + (0.0 - low) * scale
     draw.line([(zero, top - 4), (zero, height - gap)], fill=(120, 120, 120), width=1)
-    for i, (name, value) in enumerate(items):
+    for i, (name, value, error) in enumerate(items):
         y = top + i * (bar + gap)
         end = zero + value * scale
         color = (46, 139, 87) if value >= 0 else (200, 60, 60)
         draw.rectangle([(min(zero, end), y), (max(zero, end), y + bar)], fill=color)
+        if error > 0:  # ± one standard deviation
+            lo, hi, mid = end - error * scale, end + error * scale, y + bar / 2
+            draw.line([(lo, mid), (hi, mid)], fill="black", width=1)
+            draw.line([(lo, y + 4), (lo, y + bar - 4)], fill="black", width=1)
+            draw.line([(hi, y + 4), (hi, y + bar - 4)], fill="black", width=1)
         label = name
         while len(label) > 1 and draw.textlength(label, font=font) > label_w - 12:
             label = label[:-1]
         draw.text((6, y + 4), label, fill="black", font=font)
-        draw.text((plot_right + 6, y + 4), f"{value:+.2f}", fill="black", font=font)
+        text = f"{value:+.2f}" + (f" ±{error:.2f}" if error > 0 else "")
+        draw.text((plot_right + 6, y + 4), text, fill="black", font=font)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     image.save(path, format="PNG")
     return os.fspath(path)
