@@ -1,12 +1,14 @@
-"""Task registry: ``get(name, **kwargs) -> TaskSpec`` for the six canonical dense tasks."""
+"""Task registry: ``get(name, **kwargs) -> TaskSpec`` for the six canonical dense tasks and any
+task added with `register`."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from mtl_keras._names import unknown_message
-from mtl_keras.tasks.base import TaskSpec
+from mtl_keras.tasks import colors
+from mtl_keras.tasks.base import LabelGeometry, SavedPrediction, TaskSpec
 from mtl_keras.tasks.depth import depth
 from mtl_keras.tasks.edges import edges
 from mtl_keras.tasks.human_parts import human_parts
@@ -39,11 +41,41 @@ def available() -> list[str]:
     return list(TASKS)
 
 
+def register(
+    name: str, factory: Callable[..., TaskSpec], *, replace: bool = False
+) -> Callable[..., TaskSpec]:
+    """Add a task: ``factory(**options) -> TaskSpec`` whose spec is named ``name``.
+
+    Afterwards ``get(name, **options)``, ``from_config`` (so a saved `MultiTaskModel` reloads),
+    recipes (``tasks=[name]``), the augmentation and the previews find the task by its name;
+    TaskSpec objects can also be passed directly wherever tasks are accepted.
+
+    Args:
+        name: the task name; it keys the data, the outputs, the layers and the logs.
+        factory: builds the TaskSpec from keyword options (which ``get_config`` records).
+        replace: allow replacing a registered task (the built-in ones included).
+
+    Returns:
+        ``factory``.
+
+    Raises:
+        ValueError: ``name`` is taken (and ``replace`` is False) or not an identifier.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"a task name is an identifier such as 'flow', got {name!r}")
+    if name in TASKS and not replace:
+        raise ValueError(f"task {name!r} is registered already; pass replace=True to replace it")
+    TASKS[name] = factory
+    return factory
+
+
 def get(name: str, **kwargs) -> TaskSpec:
     """Build the TaskSpec of ``name`` (e.g. ``get("semseg", num_classes=21)``)."""
     if name not in TASKS:
         raise ValueError(unknown_message("task", name, available(), _SUGGESTIONS))
     spec = TASKS[name](**kwargs)
+    if spec.name != name:
+        raise ValueError(f"the factory registered as task {name!r} built a task {spec.name!r}")
     return dataclasses.replace(spec, options=dict(kwargs))
 
 
@@ -78,14 +110,18 @@ def resolve(
 
 __all__ = [
     "TASKS",
+    "LabelGeometry",
+    "SavedPrediction",
     "TaskSpec",
     "available",
+    "colors",
     "depth",
     "edges",
     "from_config",
     "get",
     "human_parts",
     "normals",
+    "register",
     "resolve",
     "saliency",
     "semseg",

@@ -1,4 +1,7 @@
-"""Building blocks shared by the task factories: class maps, binary maps, colour maps."""
+"""Building blocks shared by the task factories: class maps and binary maps.
+
+The colour maps live in the public `mtl_keras.tasks.colors` (re-exported here for older imports).
+"""
 
 from __future__ import annotations
 
@@ -6,57 +9,14 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras.tasks import losses
-from mtl_keras.tasks.base import LabelGeometry, SavedPrediction, TaskSpec
-
-
-def palette(n: int) -> np.ndarray:
-    """A deterministic, well-spread RGB palette of ``n`` colours (the PASCAL VOC bit scheme)."""
-    colors = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i + 1, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= ((c >> 0) & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        colors[i] = (r, g, b)
-    return colors
-
-
-def colorize_classes(array: np.ndarray, num_classes: int, ignore_value: int = 255) -> np.ndarray:
-    """Class map (H, W, 1) or scores (H, W, C) -> RGB; ignored pixels are black."""
-    array = np.asarray(array)
-    if array.shape[-1] > 1:
-        array = np.argmax(array, axis=-1)[..., None]
-    ids = array[..., 0].astype(np.int64)
-    out = np.zeros(ids.shape + (3,), np.uint8)
-    valid = (ids >= 0) & (ids < num_classes) & (ids != ignore_value)
-    out[valid] = palette(num_classes)[ids[valid]]
-    return out
-
-
-def colorize_scalar(array: np.ndarray) -> np.ndarray:
-    """A scalar map (H, W, 1) -> RGB (blue to yellow), normalised over valid (> 0) pixels."""
-    x = np.asarray(array, np.float32)[..., 0]
-    valid = x > 0
-    lo, hi = (x[valid].min(), x[valid].max()) if valid.any() else (0.0, 1.0)
-    t = np.clip((x - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    rgb = np.stack([t, 0.2 + 0.6 * t * (1 - t) * 4 / 2, 1.0 - t], axis=-1)
-    return (np.where(valid[..., None], rgb, 0.0) * 255).astype(np.uint8)
-
-
-def colorize_unit(array: np.ndarray) -> np.ndarray:
-    """A probability or binary map (H, W, 1) in [0, 1] -> grey RGB."""
-    x = np.clip(np.asarray(array, np.float32)[..., 0], 0.0, 1.0)
-    return np.repeat((x * 255).astype(np.uint8)[..., None], 3, axis=-1)
-
-
-def colorize_normals(array: np.ndarray) -> np.ndarray:
-    """Normals (H, W, 3) in [-1, 1] -> RGB as (n + 1) / 2; invalid (zero) vectors stay black."""
-    n = np.asarray(array, np.float32)
-    norm = np.linalg.norm(n, axis=-1, keepdims=True)
-    unit = n / np.maximum(norm, 1e-12)
-    return np.where(norm > 0, (unit + 1.0) * 127.5, 0.0).astype(np.uint8)
+from mtl_keras.tasks.base import SavedPrediction, TaskSpec
+from mtl_keras.tasks.colors import (  # noqa: F401  (re-exported)
+    colorize_classes,
+    colorize_normals,
+    colorize_scalar,
+    colorize_unit,
+    palette,
+)
 
 
 def _logit(p: float) -> float:
@@ -133,7 +93,6 @@ def classification_task(
         colorize=lambda a: colorize_classes(a, num_classes, ignore_value),
         num_classes=num_classes,
         class_names=class_names,
-        geometry=LabelGeometry(resample="nearest", fill=float(ignore_value)),
         feature="png8",
         saved=SavedPrediction(
             encode=_argmax_map, interpolation="nearest", quantize=True, decode=_one_hot(num_classes)
@@ -192,7 +151,6 @@ def binary_task(
         ignore_value=ignore_value,
         baseline=baseline,
         colorize=colorize_unit,
-        geometry=LabelGeometry(resample="nearest", fill=float(ignore_value)),
         feature="float32",
         saved=UNIT_PNG,
         protocol_metrics=protocol_metrics,

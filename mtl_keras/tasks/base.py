@@ -2,11 +2,19 @@
 
 A task is described by a frozen dataclass holding its output channels, its loss, its streaming
 metrics with the direction in which each is better, its label encoding and ignore value, how its raw
-network output is activated and served, how a trivial baseline predicts it, and how it is drawn.
-Nothing outside a TaskSpec switches on a task name: the trainer, the evaluator, the exporter, the
-augmentation, the TFDS builders, the previews and the TensorBoard callbacks only call the
-functions and read the facts stored here (`LabelGeometry` for augmentation, `SavedPrediction`
-and ``protocol_metrics`` for the evaluation protocols, ``feature`` for TFDS).
+network output is activated and served, how a trivial baseline predicts it, how its label moves
+under augmentation and how it is drawn. Nothing outside a TaskSpec switches on a task name: the
+trainer, the evaluator, the exporter, the augmentation, the TFDS builders, the previews and the
+TensorBoard callbacks only call the functions and read the facts stored here (``interpolation``,
+`LabelGeometry` and the ``flip_label`` / ``rotate_label`` / ``scale_label`` methods for
+augmentation, ``colorize`` for previews, `SavedPrediction` and ``protocol_metrics`` for the
+evaluation protocols, ``feature`` for TFDS).
+
+A new task needs only what it does not share with a plain continuous map: leaving out
+``interpolation``, ``ignore_value``, ``geometry`` and ``colorize`` gives a bilinearly resampled
+map, padded with 0, whose values do not change under flip, rotation or zoom, drawn by
+`mtl_keras.tasks.colors.colorize_map`. Register its factory with `mtl_keras.tasks.register` so
+that names, configs and recipes find it, or pass the TaskSpec itself.
 """
 
 from __future__ import annotations
@@ -18,33 +26,57 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from mtl_keras.tasks.colors import colorize_map
+
 Tensor = Any
+
+
+_RESAMPLE = {"nearest": "nearest", "linear": "linear", "bilinear": "linear"}
 
 
 @dataclasses.dataclass(frozen=True)
 class LabelGeometry:
-    """How a label map moves under flip, zoom and rotation (used by `mtl_keras.data.augment`).
+    """How a label map moves under flip, zoom, rotation and crop (used by `mtl_keras.data.augment`).
+
+    The augmentation moves the pixels of every map with one resampling; these facts say how a
+    label's map is resampled and padded, and how its *values* change with the image (the
+    `TaskSpec` methods ``flip_label``, ``rotate_label`` and ``scale_label`` apply them). The
+    defaults fit a new continuous scalar task: bilinear, padded with 0, values unchanged.
 
     Attributes:
-        resample: ``"nearest"`` (class and binary maps) or ``"linear"`` (bilinear; with
-            ``masked`` over valid pixels only, as a normalised convolution).
-        fill: value of pixels that come from outside the image (nearest maps; linear maps are
-            padded with 0, which is invalid when ``masked``).
-        masked: the all-zero value marks invalid pixels (depth 0, the zero normal).
+        resample: ``"nearest"`` (class, index and binary maps: values are copied, never blended)
+            or ``"linear"`` (``"bilinear"`` is the same; continuous maps; with ``masked``, over
+            valid pixels only, as a normalised convolution). Default None: the spec's
+            ``interpolation`` (``"nearest"`` or ``"bilinear"``).
+        fill: value of pixels that come from outside the image. Default None: the spec's
+            ``ignore_value`` for nearest maps (0 if it has none), 0 for linear maps. Masked maps
+            are always padded with 0 (invalid).
+        masked: the spec's ``valid_mask`` (default: any channel non-zero) marks the valid pixels;
+            resampling averages valid pixels only, pixels with less than half valid weight
+            become invalid (all 0). Default False.
         vector: channels 0 and 1 are an image-plane vector (x right, y down): a flip negates x
             and a rotation by θ on screen turns ``(x, y)`` into
-            ``(x cos θ + y sin θ, −x sin θ + y cos θ)``.
-        unit: renormalise the vector to unit length after resampling (normals).
+            ``(x cos θ + y sin θ, −x sin θ + y cos θ)``; further channels are left as they are.
+            Default False.
+        unit: renormalise the vector of all channels to unit length after resampling (normals).
+            Default False.
         scale_power: values are multiplied by ``s ** scale_power`` for a zoom by ``s``: depth −1
-            (zooming in brings the scene closer), optical flow in pixels +1, others 0.
+            (zooming in brings the scene closer), optical flow in pixels +1, others 0 (default).
     """
 
-    resample: str = "nearest"
-    fill: float = 255.0
+    resample: str | None = None
+    fill: float | None = None
     masked: bool = False
     vector: bool = False
     unit: bool = False
     scale_power: float = 0.0
+
+    def __post_init__(self):
+        if self.resample is not None and self.resample not in _RESAMPLE:
+            raise ValueError(
+                f"LabelGeometry.resample must be 'nearest', 'linear' or 'bilinear' (or None for "
+                f"the task's interpolation), got {self.resample!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,15 +121,25 @@ class TaskSpec:
         activate: maps the raw prediction to the quantity the metrics consume (probabilities,
             unit normals, metric depth).
         serve: maps the raw prediction (already at the output size) to the named serving outputs.
-        interpolation: how a label map of this task is resized (``"nearest"`` or ``"bilinear"``).
-        ignore_value: label value meaning "do not supervise", or None (depth/normals use 0).
+        interpolation: how a label map of this task is resized: ``"nearest"`` for class and
+            index maps, ``"bilinear"`` (default) for continuous maps. The augmentation resamples
+            with it unless ``geometry.resample`` says otherwise.
+        ignore_value: label value meaning "do not supervise", or None (default; depth and normals
+            use 0 for invalid pixels). Nearest maps are padded with it under augmentation.
         num_classes: class count for classification tasks, else None.
         class_names: optional names of the classes.
         baseline: ``baseline(train_labels) -> constant raw prediction of shape (channels,)``: the
             trivial predictor fitted on training labels (majority class, mean depth, ...).
         colorize: ``colorize(array (H, W, C)) -> uint8 (H, W, 3)`` for labels and activated
-            predictions alike.
-        geometry: how the label moves under flip, zoom and rotation (`LabelGeometry`).
+            predictions alike: what previews, TensorBoard images and prediction grids draw.
+            Default `mtl_keras.tasks.colors.colorize_map` (a colour ramp for one channel, a
+            colour wheel for two, the channel maximum for more).
+        geometry: how the label moves under flip, zoom, rotation and crop (`LabelGeometry`; the
+            default, a plain map resampled with ``interpolation`` whose values do not change, fits
+            most scalar tasks). Read it resolved through :attr:`label_geometry`; the
+            augmentation calls :meth:`flip_label`, :meth:`rotate_label` and :meth:`scale_label`,
+            which a TaskSpec subclass may override for a rule ``LabelGeometry`` cannot express
+            (e.g. swapping left and right keypoint channels under a flip).
         feature: TFDS encoding of the label: ``"png8"`` (uint8 PNG) or ``"float32"`` (a
             zlib-compressed float32 tensor).
         saved: how an evaluation protocol stores and reads back a prediction
@@ -125,10 +167,10 @@ class TaskSpec:
     primary_metric: str
     activate: Callable[[Tensor], Tensor]
     serve: Callable[[Tensor], dict[str, Tensor]]
-    interpolation: str
-    ignore_value: int | None
     baseline: Callable[[np.ndarray], np.ndarray]
-    colorize: Callable[[np.ndarray], np.ndarray]
+    interpolation: str = "bilinear"
+    ignore_value: int | None = None
+    colorize: Callable[[np.ndarray], np.ndarray] = colorize_map
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -139,6 +181,82 @@ class TaskSpec:
     protocol_primary: Callable[[Any], str] | None = None
     score_labelled_only: bool = False
     valid_mask: Callable[[Tensor], Tensor] | None = None
+
+    def __post_init__(self):
+        if self.interpolation not in ("nearest", "bilinear"):
+            raise ValueError(
+                f"task {self.name!r}: interpolation must be 'nearest' or 'bilinear', got "
+                f"{self.interpolation!r}"
+            )
+
+    # ------------------------------------------------------------ augmentation
+
+    @property
+    def label_geometry(self) -> LabelGeometry:
+        """`geometry` with its defaults resolved: ``resample`` is ``"nearest"`` or ``"linear"``
+        and ``fill`` a float.
+
+        Example:
+            >>> from mtl_keras.tasks import get
+            >>> get("semseg").label_geometry.fill, get("depth").label_geometry.resample
+            (255.0, 'linear')
+        """
+        geometry = self.geometry
+        resample = _RESAMPLE[geometry.resample or self.interpolation]
+        fill = geometry.fill
+        if fill is None:
+            nearest_fill = 0.0 if self.ignore_value is None else self.ignore_value
+            fill = nearest_fill if resample == "nearest" else 0.0
+        return dataclasses.replace(geometry, resample=resample, fill=float(fill))
+
+    def flip_label(self, label: Tensor) -> tf.Tensor:
+        """The values of a float32 label map ``(H, W, C)`` whose image is mirrored left-right.
+
+        The augmentation mirrors the pixels; this only changes what they hold: a ``vector``
+        label negates channel 0 (x), any other label is returned unchanged (the default). Runs
+        inside ``tf.data`` and ``tf.function``, so it uses TensorFlow ops.
+
+        Example:
+            >>> from mtl_keras.tasks import get
+            >>> get("normals").flip_label(tf.constant([[[0.6, 0.0, 0.8]]])).numpy().tolist()
+            [[[-0.6000000238418579, 0.0, 0.800000011920929]]]
+        """
+        label = tf.convert_to_tensor(label)
+        if not self.label_geometry.vector:
+            return label
+        return tf.concat([-label[..., :1], label[..., 1:]], axis=-1)
+
+    def rotate_label(self, label: Tensor, angle: Tensor) -> tf.Tensor:
+        """The values of a float32 label map whose image is turned by ``angle`` radians
+        counter-clockwise on screen: a ``vector`` label's ``(x, y)`` (x right, y down) becomes
+        ``(x cos θ + y sin θ, −x sin θ + y cos θ)``; any other label is unchanged (the default)."""
+        label = tf.convert_to_tensor(label)
+        if not self.label_geometry.vector:
+            return label
+        angle = tf.cast(angle, tf.float32)
+        cos, sin = tf.cos(angle), tf.sin(angle)
+        x, y = label[..., 0], label[..., 1]
+        turned = tf.stack([x * cos + y * sin, -x * sin + y * cos], axis=-1)
+        return tf.concat([turned, label[..., 2:]], axis=-1)
+
+    def scale_label(self, label: Tensor, scale: Tensor) -> tf.Tensor:
+        """The values of a float32 label map zoomed by ``scale`` (> 1 zooms in): multiplied by
+        ``scale ** geometry.scale_power``; unchanged for the default power 0.
+
+        Example:
+            >>> from mtl_keras.tasks import get
+            >>> float(get("depth").scale_label(tf.constant(3.0), 1.5))
+            2.0
+        """
+        label = tf.convert_to_tensor(label)
+        power = float(self.label_geometry.scale_power)
+        if power == 0:
+            return label
+        scale = tf.cast(scale, label.dtype)
+        factor = scale if abs(power) == 1 else scale ** abs(power)
+        return label * factor if power > 0 else label / factor
+
+    # ---------------------------------------------------------------- checking
 
     def count_valid_pixels(self, label) -> tf.Tensor:
         """The number of pixels of a label batch ``(B, H, W, C)`` that the loss supervises.

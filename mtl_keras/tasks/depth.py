@@ -45,7 +45,8 @@ def depth() -> TaskSpec:
         ignore_value=None,
         baseline=baseline,
         colorize=colorize_scalar,
-        geometry=LabelGeometry(resample="linear", fill=0.0, masked=True, scale_power=-1.0),
+        # zooming in by s brings the scene s times closer; 0 marks invalid pixels
+        geometry=LabelGeometry(masked=True, scale_power=-1.0),
         feature="float32",
         # saved as float .mat files, resized bilinearly
         saved=SavedPrediction(interpolation="bilinear", quantize=False),

@@ -79,7 +79,8 @@ def normals() -> TaskSpec:
         ignore_value=None,
         baseline=baseline,
         colorize=colorize_normals,
-        geometry=LabelGeometry(resample="linear", fill=0.0, masked=True, vector=True, unit=True),
+        # camera-frame vectors: x, y turn with the image; the zero vector marks invalid pixels
+        geometry=LabelGeometry(masked=True, vector=True, unit=True),
         feature="float32",
         # saved as an 8-bit PNG (n̂ + 1) · 255 / 2 of the normalised prediction, read as 2x/255 - 1
         saved=SavedPrediction(
