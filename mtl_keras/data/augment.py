@@ -4,24 +4,33 @@ An example is ``{"image": uint8 (H, W, 3), task: label, ...}`` in the library's 
 Geometry is applied to every map with one resampling (`augment`): horizontal flip, zoom by a scale
 ``s`` about the image centre, rotation by ``θ`` about the centre, and a crop (at a random position)
 of the original size from the zoomed image, padded where the zoomed image is smaller; the result
-is sampled at ``output_size``. Each label keeps its meaning:
+is sampled at ``output_size``. ``image`` is resampled bilinearly, padded with 0, then optionally
+jittered (brightness, contrast, saturation, hue; the image only).
 
-* class maps (``semseg``, ``human_parts``) and binary maps (``edges``, ``saliency``): nearest
-  neighbour, padding 255 (ignore);
-* ``image``: bilinear, padding 0; then optional photometric jitter (brightness, contrast,
-  saturation, hue), on the image only;
-* ``depth``: bilinear over valid pixels only (normalised convolution: the interpolation of
-  ``depth · valid`` divided by that of ``valid``, invalid where less than half the weight is
-  valid), padding 0 (invalid), and **divided by s**: zooming in by ``s`` makes the scene look ``s``
-  times closer (Vandenhende et al., TPAMI 2022, issue #1 of their code; MTAN's RandomScaleCrop);
-* ``normals``: the vectors are turned with the image first (flip negates ``x``; rotating the
-  image counter-clockwise on screen by ``θ`` maps ``(x, y)`` to
+Each label keeps its meaning by its task's `~mtl_keras.tasks.TaskSpec` (its resolved
+``label_geometry`` and its ``flip_label``, ``rotate_label`` and ``scale_label``); nothing here
+depends on a task's name:
+
+* nearest maps (``resample="nearest"``: the class maps ``semseg`` and ``human_parts``, the binary
+  maps ``edges`` and ``saliency``) are copied pixel by pixel and padded with ``fill`` (their
+  ignore value, 255); their value rules apply before resampling and leave ignored pixels alone;
+* linear maps are resampled bilinearly; ``masked`` ones (``depth``, ``normals``) over valid
+  pixels only (normalised convolution: the interpolation of ``label · valid`` divided by that of
+  ``valid``, invalid where less than half the weight is valid) and padded with 0 (invalid);
+  ``vector`` values (``normals``) are turned with the image before resampling (flip negates
+  ``x``; rotating the image counter-clockwise on screen by ``θ`` maps ``(x, y)`` to
   ``(x cos θ + y sin θ, −x sin θ + y cos θ)`` in the image frame, x right and y down, as the
-  survey's ``ScaleNRotate``), then resampled
-  bilinearly over valid pixels like depth and renormalised; padding is the zero vector (invalid).
+  survey's ``ScaleNRotate``), ``unit`` ones renormalised after; then values are multiplied by
+  ``s ** scale_power``: depth is **divided by s**, since zooming in by ``s`` makes the scene look
+  ``s`` times closer (Vandenhende et al., TPAMI 2022, issue #1 of their code; MTAN's
+  RandomScaleCrop). Linear maps come back as float32, nearest maps in their dtype.
 
-Other keys (e.g. ``id``) pass through. Randomness is stateless: the same ``seed`` (an int tensor of
-shape [2]) gives the same augmentation in eager mode, in ``tf.function`` and in ``tf.data``.
+A key is a task when ``tasks`` (a ``{name: TaskSpec}`` mapping, or TaskSpecs and names) names it
+or, failing that, when it is a registered task name (`mtl_keras.tasks.register`; its geometry does
+not depend on factory options). Other keys (e.g. ``id``) pass through.
+
+Randomness is stateless: the same ``seed`` (an int tensor of shape [2]) gives the same augmentation
+in eager mode, in ``tf.function`` and in ``tf.data``.
 
 Presets follow the survey's code (``get_transformations``): `NYUD_AUGMENT` (flip, scale in
 {1, 1.2, 1.5}, no rotation), `PASCAL_AUGMENT` (flip, scale uniform in [0.75, 1.25], rotation
@@ -42,15 +51,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
 
-Tensor = Any
+from mtl_keras import tasks as tasks_lib
+from mtl_keras.tasks import TaskSpec
 
-CLASS_MAPS = ("semseg", "human_parts", "edges", "saliency")
-IGNORE = 255.0
+Tensor = Any
+Tasks = Mapping[str, TaskSpec] | Iterable[TaskSpec | str] | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,14 +169,33 @@ def _warp(maps: tf.Tensor, transform: tf.Tensor, out_size, interpolation: str, f
     return out[0]
 
 
-def _turn_normals(normals: tf.Tensor, geometry: Geometry) -> tf.Tensor:
-    x, y, z = tf.unstack(normals, axis=-1)
-    x = tf.where(tf.cast(geometry.flip, tf.bool), -x, x)
-    cos, sin = (
-        tf.cos(tf.cast(geometry.angle, tf.float32)),
-        tf.sin(tf.cast(geometry.angle, tf.float32)),
-    )
-    return tf.stack([x * cos + y * sin, -x * sin + y * cos, z], axis=-1)
+def label_specs(example: Mapping[str, Tensor], tasks: Tasks = None) -> dict[str, TaskSpec]:
+    """``{key: TaskSpec}`` of the keys of ``example`` that are task labels.
+
+    A key's spec is the one ``tasks`` gives (a ``{name: TaskSpec}`` mapping, or TaskSpecs and
+    registered names), else that of the registered task of that name; other keys are not labels.
+    """
+    if tasks is None:
+        given = {}
+    elif isinstance(tasks, Mapping):
+        given = dict(tasks)
+    else:
+        given = tasks_lib.resolve(tasks)
+    specs = {}
+    for key in example:
+        if key == "image":
+            continue
+        if key in given:
+            specs[key] = given[key]
+        elif key in tasks_lib.TASKS:
+            specs[key] = tasks_lib.get(key)
+    return specs
+
+
+def _turned(spec: TaskSpec, label: tf.Tensor, geometry: Geometry) -> tf.Tensor:
+    """The label's values turned with the image: flipped (where the draw flips), then rotated."""
+    label = tf.where(tf.cast(geometry.flip, tf.bool), spec.flip_label(label), label)
+    return spec.rotate_label(label, geometry.angle)
 
 
 def apply_geometry(
@@ -174,6 +203,8 @@ def apply_geometry(
     geometry: Geometry,
     output_size: Sequence[int] | None = None,
     crop_size: Sequence[int] | None = None,
+    *,
+    tasks: Tasks = None,
 ) -> dict[str, tf.Tensor]:
     """Warp every map of ``example`` by ``geometry`` (see the module docstring).
 
@@ -182,6 +213,8 @@ def apply_geometry(
         geometry: the flip, zoom, rotation and crop offset.
         output_size: ``(height, width)`` of the result; default the crop size.
         crop_size: size of the window cut from the zoomed image; default the input size (H, W).
+        tasks: the TaskSpecs of the labels (``{name: spec}``, or specs and names); keys not given
+            here are looked up in the task registry (see `label_specs`).
 
     Returns:
         A new dict with the same keys; maps at ``output_size``, labels in their dtypes.
@@ -191,40 +224,70 @@ def apply_geometry(
     crop_size = in_size if crop_size is None else tuple(crop_size)
     out_size = crop_size if output_size is None else tuple(output_size)
     transform = _affine(geometry, in_size, crop_size, out_size)
+    specs = label_specs(example, tasks)
 
-    linear = [tf.cast(image, tf.float32)]
-    if "depth" in example:
-        depth = tf.cast(example["depth"], tf.float32)
-        valid = tf.cast(depth > 0, tf.float32)
-        linear += [depth * valid, valid]
-    if "normals" in example:
-        normals = tf.cast(example["normals"], tf.float32)
-        valid = tf.cast(tf.reduce_any(normals != 0, axis=-1, keepdims=True), tf.float32)
-        linear += [_turn_normals(normals, geometry) * valid, valid]
-    warped = _warp(tf.concat(linear, -1), transform, out_size, "BILINEAR", 0.0)
+    # One warp per (interpolation, padding): the channels of every map that shares them, stacked.
+    groups: dict[tuple[str, float], list[tf.Tensor]] = {("BILINEAR", 0.0): []}
+    where: dict[str, tuple[tuple[str, float], int, int]] = {}
+
+    def stack(key, maps, interpolation, fill):
+        channels = groups.setdefault((interpolation, fill), [])
+        start = sum(int(c.shape[-1]) for c in channels)
+        channels.append(maps)
+        where[key] = ((interpolation, fill), start, start + int(maps.shape[-1]))
+
+    stack("image", tf.cast(image, tf.float32), "BILINEAR", 0.0)
+    for key, spec in specs.items():
+        rule = spec.label_geometry
+        label = tf.cast(example[key], tf.float32)
+        if rule.resample == "nearest":
+            values = spec.scale_label(_turned(spec, label, geometry), geometry.scale)
+            if spec.ignore_value is not None:  # ignored pixels keep the ignore value
+                values = tf.where(label == float(spec.ignore_value), label, values)
+            stack(key, values, "NEAREST", rule.fill)
+        elif rule.masked:
+            valid = _valid(spec, label)
+            masked = tf.concat([_turned(spec, label, geometry) * valid, valid], -1)
+            stack(key, masked, "BILINEAR", 0.0)
+        else:
+            stack(key, _turned(spec, label, geometry), "BILINEAR", rule.fill)
+    warped = {
+        group: _warp(tf.concat(maps, -1), transform, out_size, group[0], group[1])
+        for group, maps in groups.items()
+    }
+
+    def take(key):
+        group, start, stop = where[key]
+        return warped[group][..., start:stop]
 
     out = dict(example)
-    out["image"] = tf.cast(tf.clip_by_value(tf.round(warped[..., :3]), 0.0, 255.0), tf.uint8)
-    channel = 3
-    if "depth" in example:
-        num, den = warped[..., channel : channel + 1], warped[..., channel + 1 : channel + 2]
-        keep = den > 0.5
-        depth = tf.where(keep, num / tf.where(keep, den, 1.0), 0.0)
-        out["depth"] = depth / tf.cast(geometry.scale, tf.float32)
-        channel += 2
-    if "normals" in example:
-        vec, den = warped[..., channel : channel + 3], warped[..., channel + 3 : channel + 4]
-        norm = tf.norm(vec, axis=-1, keepdims=True)
-        keep = (den > 0.5) & (norm > 1e-6)
-        out["normals"] = tf.where(keep, vec / tf.where(keep, norm, 1.0), 0.0)
-
-    classes = [k for k in CLASS_MAPS if k in example]
-    if classes:
-        stacked = tf.concat([tf.cast(example[k], tf.float32) for k in classes], -1)
-        warped = _warp(stacked, transform, out_size, "NEAREST", IGNORE)
-        for i, key in enumerate(classes):
-            out[key] = tf.cast(warped[..., i : i + 1], tf.as_dtype(example[key].dtype))
+    out["image"] = tf.cast(tf.clip_by_value(tf.round(take("image")), 0.0, 255.0), tf.uint8)
+    for key, spec in specs.items():
+        rule, maps = spec.label_geometry, take(key)
+        if rule.resample == "nearest":
+            out[key] = tf.cast(maps, tf.as_dtype(example[key].dtype))
+            continue
+        if rule.masked:
+            maps, den = maps[..., :-1], maps[..., -1:]
+            keep = den > 0.5
+        if rule.unit:  # the weights' sum cancels on renormalising
+            norm = tf.norm(maps, axis=-1, keepdims=True)
+            keep = (keep & (norm > 1e-6)) if rule.masked else norm > 1e-6
+            maps = tf.where(keep, maps / tf.where(keep, norm, 1.0), 0.0)
+        elif rule.masked:
+            maps = tf.where(keep, maps / tf.where(keep, den, 1.0), 0.0)
+        out[key] = spec.scale_label(maps, geometry.scale)
     return out
+
+
+def _valid(spec: TaskSpec, label: tf.Tensor) -> tf.Tensor:
+    """float32 (H, W, 1): 1 where the label is valid (the spec's ``valid_mask``, else any
+    channel non-zero)."""
+    if spec.valid_mask is not None:
+        mask = spec.valid_mask(label[None])[0]
+    else:
+        mask = tf.reduce_any(label != 0, axis=-1)
+    return tf.cast(mask, tf.float32)[..., None]
 
 
 def sample_geometry(seed: Tensor, config: AugmentConfig, in_size, crop_size=None) -> Geometry:
@@ -279,6 +342,8 @@ def augment(
     seed: Tensor,
     config: AugmentConfig = NYUD_AUGMENT,
     output_size: Sequence[int] | None = None,
+    *,
+    tasks: Tasks = None,
 ) -> dict[str, tf.Tensor]:
     """Randomly flip, zoom, rotate, crop and jitter one example, keeping its labels consistent.
 
@@ -287,6 +352,8 @@ def augment(
         seed: int tensor of shape [2]; equal seeds give equal results.
         config: what to draw (see `AugmentConfig` and the presets).
         output_size: ``(height, width)`` of the result; default the input size.
+        tasks: the TaskSpecs of the labels; default the registered tasks of the example's keys
+            (see `label_specs`).
 
     Returns:
         The augmented example (same keys and dtypes).
@@ -296,14 +363,17 @@ def augment(
     geo_seed, color_seed = tf.unstack(
         tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
     )
-    out = apply_geometry(example, sample_geometry(geo_seed, config, in_size), output_size)
+    geometry = sample_geometry(geo_seed, config, in_size)
+    out = apply_geometry(example, geometry, output_size, tasks=tasks)
     out["image"] = jitter_image(out["image"], color_seed, config)
     return out
 
 
-def resize(example: Mapping[str, Tensor], output_size: Sequence[int]) -> dict[str, tf.Tensor]:
-    """Resize every map to ``output_size`` with the interpolation of its kind (no depth scaling).
+def resize(
+    example: Mapping[str, Tensor], output_size: Sequence[int], *, tasks: Tasks = None
+) -> dict[str, tf.Tensor]:
+    """Resize every map to ``output_size`` with the interpolation of its task (no value scaling).
 
     The survey's ``FixedResize``: the field of view is unchanged, so depth values stay as they are.
     """
-    return apply_geometry(example, Geometry(), output_size)
+    return apply_geometry(example, Geometry(), output_size, tasks=tasks)

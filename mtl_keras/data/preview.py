@@ -9,53 +9,53 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mtl_keras.data.synthetic import PART_CLASSES, SEMSEG_CLASSES
-from mtl_keras.tasks._common import (
-    colorize_classes,
-    colorize_normals,
-    colorize_scalar,
-    colorize_unit,
-)
+from mtl_keras import tasks as tasks_lib
+from mtl_keras.data import synthetic_task_options
+from mtl_keras.tasks import TaskSpec
 
 Colorizer = Callable[[np.ndarray], np.ndarray]
-
-_DEFAULTS: dict[str, Colorizer] = {
-    "image": lambda a: np.asarray(a, np.uint8),
-    "semseg": functools.partial(colorize_classes, num_classes=len(SEMSEG_CLASSES)),
-    "human_parts": functools.partial(colorize_classes, num_classes=len(PART_CLASSES)),
-    "depth": colorize_scalar,
-    "normals": colorize_normals,
-    "edges": colorize_unit,
-    "saliency": colorize_unit,
-}
 _MIN_CELL_WIDTH = 72  # cells are upscaled (nearest) until a label such as "human_parts" fits
 _GAP = 2
 _HEADER = 14
 
 
-def default_colorize(name: str) -> Colorizer:
-    """The fallback colouriser of a synthetic-scenes key, for when no TaskSpec supplies one.
+def _show_image(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array, np.uint8)
 
-    Class maps use the VOC palette with 255 in black, depth a blue-to-yellow ramp normalised per
-    image (invalid 0 in black), normals ``(n + 1) / 2``, binary maps grey; ``image`` is shown as is.
+
+def default_colorize(name: str) -> Colorizer:
+    """The fallback colouriser of a column, for when neither ``colorize`` nor a TaskSpec given to
+    `preview_grid` supplies one: ``image`` is shown as is; a registered task name is drawn by its
+    TaskSpec's ``colorize``, the spec built with the synthetic scenes' options (their class
+    counts; `mtl_keras.data.synthetic_task_options`), e.g. class maps in the VOC palette with 255
+    in black, depth a blue-to-yellow ramp normalised per image, normals ``(n + 1) / 2``.
 
     Raises:
-        ValueError: if ``name`` is not a synthetic-scenes key.
+        ValueError: if ``name`` is neither ``image`` nor a registered task.
     """
-    if name not in _DEFAULTS:
+    if name == "image":
+        return _show_image
+    if name not in tasks_lib.TASKS:
         raise ValueError(
-            f"no default colouriser for {name!r}; known names: {', '.join(_DEFAULTS)}. "
-            "Pass colorize={name: fn} with fn mapping an (H, W, C) array to uint8 (H, W, 3)."
+            f"no default colouriser for {name!r}; known names: image, "
+            f"{', '.join(tasks_lib.available())}. Pass colorize={{name: fn}} with fn mapping an "
+            "(H, W, C) array to uint8 (H, W, 3), or the task's TaskSpec in tasks=[...]."
         )
-    return _DEFAULTS[name]
+    return tasks_lib.get(name, **synthetic_task_options().get(name, {})).colorize
+
+
+def _colorizers(tasks: Mapping[str, TaskSpec] | Iterable[TaskSpec] | None) -> dict:
+    if tasks is None:
+        return {}
+    specs = tasks.values() if isinstance(tasks, Mapping) else tasks
+    return {spec.name: spec.colorize for spec in specs}
 
 
 def preview_grid(
@@ -63,6 +63,7 @@ def preview_grid(
     path: str,
     *,
     colorize: Mapping[str, Colorizer] | None = None,
+    tasks: Mapping[str, TaskSpec] | Iterable[TaskSpec] | None = None,
 ) -> str:
     """Writes a PNG grid: rows are examples, columns are ``image`` then every other key.
 
@@ -70,8 +71,10 @@ def preview_grid(
         examples: stacked arrays (N, H, W, C) keyed by ``"image"`` and task names, all with the
             same N, H and W.
         path: where to write the PNG; missing parent folders are created.
-        colorize: ``{task: fn}`` with ``fn(array (H, W, C)) -> uint8 (H, W, 3)``; tasks missing
-            here fall back to `default_colorize`.
+        colorize: ``{column: fn}`` with ``fn(array (H, W, C)) -> uint8 (H, W, 3)``; it takes
+            precedence over ``tasks``.
+        tasks: TaskSpecs (or ``{name: spec}``) whose ``colorize`` draws the column of their
+            name. Columns named by neither fall back to `default_colorize`.
 
     Returns:
         ``path``.
@@ -82,7 +85,7 @@ def preview_grid(
     """
     if "image" not in examples:
         raise ValueError(f"examples need an 'image' entry; got keys {sorted(examples)}")
-    colorize = colorize or {}
+    colorize = {**_colorizers(tasks), **(colorize or {})}
     names = ["image", *(k for k in examples if k != "image")]
     count, height, width = np.shape(examples["image"])[:3]
     for name in names:
