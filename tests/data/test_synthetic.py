@@ -302,3 +302,22 @@ def test_preview_writes_a_readable_png(tmp_path):
         default_colorize("albedo")
     with pytest.raises(ValueError, match="returned"):
         preview_grid(data, str(tmp_path / "bad.png"), colorize={"depth": lambda a: a})
+
+
+def test_preview_draws_each_column_with_its_task_spec(tmp_path):
+    from mtl_keras.data import synthetic_task_options
+    from mtl_keras.tasks import resolve
+
+    data = SyntheticScenes(image_size=(24, 24), seed=1).arrays("val", 1)
+    specs = resolve([k for k in data if k != "image"], synthetic_task_options())
+    for name, spec in specs.items():  # the fallback is the registered spec's colouriser
+        np.testing.assert_array_equal(
+            default_colorize(name)(data[name][0]), spec.colorize(data[name][0])
+        )
+    grey = dataclasses.replace(specs["depth"], colorize=lambda a: np.full((24, 24, 3), 7, np.uint8))
+    path = preview_grid(data, str(tmp_path / "grid.png"), tasks=[grey])
+    with Image.open(path) as png:
+        pixels = np.asarray(png)
+    depth_column = list(data).index("depth")  # image first, then the keys in order
+    left = depth_column * (72 + 2)
+    assert np.all(pixels[14 : 14 + 72, left : left + 72] == 7)

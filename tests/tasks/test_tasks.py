@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -95,3 +96,71 @@ def test_serving_outputs_per_task():
     np.testing.assert_allclose(out["semseg_probs"].numpy().sum(-1), 1.0, rtol=1e-6)
     normals = tasks.get("normals").serve(tf.constant([[[[3.0, 0.0, 4.0]]]]))["normals"]
     np.testing.assert_allclose(normals.numpy().ravel(), [0.6, 0.0, 0.8], rtol=1e-6)
+
+
+def test_label_geometry_and_drawing_of_the_built_in_tasks():
+    # what the augmentation and the previews read (they no longer know task names)
+    for name in ("semseg", "human_parts", "edges", "saliency"):
+        geometry = tasks.get(name).label_geometry
+        assert (geometry.resample, geometry.fill, geometry.masked) == ("nearest", 255.0, False)
+    depth, normals = tasks.get("depth").label_geometry, tasks.get("normals").label_geometry
+    assert (depth.resample, depth.masked, depth.vector, depth.scale_power) == (
+        "linear",
+        True,
+        False,
+        -1.0,
+    )
+    assert (normals.resample, normals.masked, normals.vector, normals.unit) == (
+        "linear",
+        True,
+        True,
+        True,
+    )
+    n = tf.constant([[[0.6, 0.8, 0.0]]])
+    np.testing.assert_allclose(tasks.get("normals").flip_label(n), [[[-0.6, 0.8, 0.0]]])
+    turned = tasks.get("normals").rotate_label(n, math.pi / 2)
+    np.testing.assert_allclose(turned, [[[0.8, -0.6, 0.0]]], atol=1e-6)
+    np.testing.assert_array_equal(tasks.get("semseg").scale_label(tf.constant([3.0]), 2.0), [3.0])
+    np.testing.assert_allclose(tasks.get("depth").scale_label(tf.constant([3.0]), 1.5), [2.0])
+
+
+def test_a_minimal_spec_gets_the_defaults_of_a_continuous_task():
+    spec = tasks.TaskSpec(
+        name="heat",
+        channels=1,
+        label_channels=1,
+        label_dtype="float32",
+        loss=lambda y, p, **kw: tf.reduce_mean(p - y),
+        metrics=lambda: [],
+        higher_is_better={},
+        primary_metric="mae",
+        activate=tf.identity,
+        serve=lambda raw: {"heat": raw},
+        baseline=lambda labels: np.zeros(1, np.float32),
+    )
+    assert spec.interpolation == "bilinear" and spec.ignore_value is None
+    assert spec.label_geometry == tasks.LabelGeometry("linear", 0.0)
+    label = tf.constant([[[1.0], [2.0]]])
+    np.testing.assert_array_equal(spec.flip_label(label), label)
+    np.testing.assert_array_equal(spec.scale_label(label, 2.0), label)
+    rgb = spec.colorize(np.array([[[-1.0], [2.0]]], np.float32))
+    assert rgb.dtype == np.uint8 and rgb.shape == (1, 2, 3)
+    assert not np.array_equal(rgb[0, 0], rgb[0, 1])  # negative values are drawn too
+    assert tasks.colors.colorize_map(np.zeros((2, 3, 2), np.float32)).shape == (2, 3, 3)
+    with pytest.raises(ValueError, match="interpolation"):
+        dataclasses.replace(spec, interpolation="cubic")
+    with pytest.raises(ValueError, match="resample"):
+        tasks.LabelGeometry(resample="cubic")
+
+
+def test_register_refuses_a_taken_name():
+    with pytest.raises(ValueError, match="registered already"):
+        tasks.register("depth", tasks.depth)
+    with pytest.raises(ValueError, match="identifier"):
+        tasks.register("my task", tasks.depth)
+    tasks.register("depth_copy", tasks.depth)
+    try:
+        with pytest.raises(ValueError, match="built a task 'depth'"):
+            tasks.get("depth_copy")
+    finally:
+        tasks.TASKS.pop("depth_copy")
