@@ -27,8 +27,9 @@ def fair_weights(gramian: tf.Tensor, alpha: float = 1.0, max_iter: int = 30) -> 
 
     It is the minimiser of the strictly convex ``F(w) = w^T G w / 2 - sum_i phi(w_i)`` with
     ``phi(w) = log w`` for ``alpha = 1`` and ``w^(1 - 1/alpha) / (1 - 1/alpha)`` otherwise
-    (``grad F = G w - w^(-1/alpha)``). ``max_iter`` Newton steps are unrolled in the graph (no
-    data-dependent control flow, no host round trip; converged steps are no-ops). A step is
+    (``grad F = G w - w^(-1/alpha)``). At most ``max_iter`` Newton steps run in a graph loop (no
+    host round trip); the loop stops at the first step that leaves ``w`` unchanged, since a step
+    depends on ``w`` alone and every later one would leave it unchanged too. A step is
     taken multiplicatively, ``w <- w exp(s dw / w)`` (``dw`` the Jacobi-scaled Newton direction,
     ``|dw / w|`` clipped at 30), so ``w`` stays positive and a weight can move by orders of
     magnitude at once; ``s`` is the longest of :data:`LINE_SEARCH` that decreases ``F`` by the
@@ -57,7 +58,8 @@ def fair_weights(gramian: tf.Tensor, alpha: float = 1.0, max_iter: int = 30) -> 
     w = u * tf.pow(tf.reduce_sum(tf.pow(u, 1.0 - 1.0 / alpha)) / quadratic, exponent)
 
     steps = tf.constant(LINE_SEARCH, tf.float64)
-    for _ in range(max_iter):  # unrolled: no data-dependent control flow, no host sync
+
+    def newton_step(i, w, _moved):
         grad = tf.linalg.matvec(gn, w) - tf.pow(w, -1.0 / alpha)
         hess = gn + tf.linalg.diag(tf.pow(w, -1.0 / alpha - 1.0) / alpha)
         d = tf.math.rsqrt(tf.linalg.diag_part(hess))  # Jacobi scaling: unit diagonal
@@ -70,7 +72,17 @@ def fair_weights(gramian: tf.Tensor, alpha: float = 1.0, max_iter: int = 30) -> 
         # within rounding of F the line search cannot tell: take the full Newton step
         ok = ok | ((-slope <= 1e-13 * (tf.abs(current) + 1.0)) & tf.equal(steps, 1.0))
         best = tf.argmax(tf.cast(ok, tf.int32) * tf.range(len(LINE_SEARCH), 0, -1))
-        w = tf.where(tf.reduce_any(ok), candidates[best], w)
+        new = tf.where(tf.reduce_any(ok), candidates[best], w)
+        return i + 1, new, tf.reduce_any(tf.not_equal(new, w))
+
+    # a step is a function of w alone: once one leaves w unchanged, so would every later one, and
+    # stopping there gives exactly the result of all max_iter steps
+    _, w, _ = tf.while_loop(
+        lambda i, _w, moved: (i < max_iter) & moved,
+        newton_step,
+        (tf.constant(0), w, tf.constant(True)),
+        maximum_iterations=max_iter,
+    )
     w = w * tf.pow(scale, -exponent)
     mean_active = tf.math.divide_no_nan(tf.reduce_sum(on * w), n_active)
     w = tf.where(active, w, mean_active)

