@@ -27,7 +27,8 @@ depends on a task's name:
 
 A key is a task when ``tasks`` (a ``{name: TaskSpec}`` mapping, or TaskSpecs and names) names it
 or, failing that, when it is a registered task name (`mtl_keras.tasks.register`; its geometry does
-not depend on factory options). Other keys (e.g. ``id``) pass through.
+not depend on factory options). Other keys (e.g. ``id``) pass through, but a map of the image's
+height and width that is no task is refused: it would no longer line up with the image.
 
 Randomness is stateless: the same ``seed`` (an int tensor of shape [2]) gives the same augmentation
 in eager mode, in ``tf.function`` and in ``tf.data``.
@@ -189,7 +190,24 @@ def label_specs(example: Mapping[str, Tensor], tasks: Tasks = None) -> dict[str,
             specs[key] = given[key]
         elif key in tasks_lib.TASKS:
             specs[key] = tasks_lib.get(key)
+        elif _is_map_of(example[key], example.get("image")):
+            # it would pass through unwarped, no longer aligned with the image
+            raise ValueError(
+                f"{key!r} is a map of the image's size but no task: pass its TaskSpec in tasks= "
+                "or register it (mtl_keras.tasks.register) so that it is flipped, scaled and "
+                "cropped with the image"
+            )
     return specs
+
+
+def _is_map_of(value, image) -> bool:
+    """Whether ``value`` has ``image``'s (known) height and width as its first two dims."""
+    if image is None or not hasattr(value, "shape") or not hasattr(image, "shape"):
+        return False
+    shape, size = tf.TensorShape(value.shape), tf.TensorShape(image.shape)
+    if shape.rank is None or shape.rank < 2 or size.rank != 3:
+        return False
+    return None not in size[:2].as_list() and shape[:2].as_list() == size[:2].as_list()
 
 
 def _turned(spec: TaskSpec, label: tf.Tensor, geometry: Geometry) -> tf.Tensor:

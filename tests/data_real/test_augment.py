@@ -142,3 +142,12 @@ def test_config_validation():
         A.AugmentConfig(scale_range=(1.2, 0.8))
     with pytest.raises(ValueError, match="hue"):
         A.AugmentConfig(hue=0.7)
+
+
+def test_a_map_that_is_no_task_is_refused_other_keys_pass_through():
+    ex = {**_example(), "flow": np.zeros((8, 8, 2), np.float32), "sizes": np.zeros((2,))}
+    with pytest.raises(ValueError, match="'flow' is a map of the image's size but no task"):
+        A.apply_geometry(ex, A.Geometry())
+    del ex["flow"]
+    out = A.apply_geometry(ex, A.Geometry(), (4, 4))
+    assert out["id"] == "x" and out["sizes"].shape == (2,)

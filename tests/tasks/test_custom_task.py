@@ -218,5 +218,6 @@ def test_subclass_overrides_a_value_rule():
     out = A.apply_geometry(example, A.Geometry(flip=True), tasks=[spec])["keypoints"]
     np.testing.assert_allclose(out, example["keypoints"][:, ::-1, ::-1], atol=1e-6)
     assert type(dataclasses.replace(spec, options={"a": 1})) is Keypoints  # as tasks.get does
-    # without the spec the key is not a task: it passes through unwarped
-    assert A.apply_geometry(example, A.Geometry(flip=True))["keypoints"] is example["keypoints"]
+    # without the spec the map is no task: refused rather than left unaligned with the image
+    with pytest.raises(ValueError, match="'keypoints' is a map of the image's size but no task"):
+        A.apply_geometry(example, A.Geometry(flip=True))
