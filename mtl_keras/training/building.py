@@ -126,10 +126,11 @@ def make_optimizer(recipe: Recipe, total_steps: int) -> keras.optimizers.Optimiz
         )
     elif recipe.schedule != "constant":
         raise ValueError(f"unknown schedule {recipe.schedule!r}; valid: poly, constant")
+    common = {"weight_decay": recipe.weight_decay or None, "global_clipnorm": recipe.clip_norm}
     if recipe.optimizer == "adam":
-        return keras.optimizers.Adam(lr, weight_decay=recipe.weight_decay or None)
+        return keras.optimizers.Adam(lr, **common)
     if recipe.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=recipe.weight_decay or None)
+        return keras.optimizers.SGD(lr, momentum=0.9, **common)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid: adam, sgd")
 
 

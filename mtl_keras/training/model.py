@@ -21,7 +21,7 @@ from mtl_keras import tasks as tasks_lib
 from mtl_keras.architectures.base import sharing_of
 from mtl_keras.export.saved_model import served_outputs, write_saved_model
 from mtl_keras.tasks import TaskSpec
-from mtl_keras.training import gradient_paths, replicas
+from mtl_keras.training import clipping, gradient_paths, replicas
 from mtl_keras.training.callbacks import NonFiniteLossGuard
 from mtl_keras.training.distribute import symbolic_build_needed
 from mtl_keras.training.objective import LabelError, Objective, label_errors, network_tasks
@@ -137,7 +137,7 @@ class MultiTaskModel(keras.Model):
         grads, variables, finite = scaling.for_optimizer(
             update.gradients, self.trainable_variables, update.scaled
         )
-        self.optimizer.apply(grads, variables)
+        clipping.apply(self.optimizer, grads, variables)  # clips the global batch's gradient
         if self.balancer.needs.losses_after_step:
             self._after_step(x, y, record.global_losses)
         scaling.keep_state_if(finite)
@@ -229,6 +229,7 @@ class MultiTaskModel(keras.Model):
                 "2.0}}; for a different loss, pass a TaskSpec with that loss"
             )
         super().compile(optimizer=optimizer, **kwargs)
+        clipping.install(self.optimizer)  # clip the global batch's gradient on every replica
 
     def compile_from_config(self, config):
         """Compile a loaded model as it was saved (its optimizer, then the optimizer's state)."""

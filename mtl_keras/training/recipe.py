@@ -76,6 +76,9 @@ class Recipe:
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
+    #: clip the global norm of every step's gradient (the global batch's, on any number of
+    #: replicas: mtl_keras.training.clipping); None: no clipping
+    clip_norm: float | None = None
     schedule: str = "poly"
     poly_power: float = 0.9
     batch_size: int = 8

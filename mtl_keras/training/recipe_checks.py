@@ -84,6 +84,11 @@ _FIELD_CHECKS = {
     "optimizer": (_text, "an optimizer name", "adam"),
     "learning_rate": (lambda v: _number(v, 0.0, above=True), "> 0 (a finite number)", "1e-3"),
     "weight_decay": (lambda v: _number(v, 0.0), ">= 0 (a finite number)", "1e-4"),
+    "clip_norm": (
+        _optional(lambda v: _number(v, 0.0, above=True)),
+        "null (no clipping) or > 0 (a finite number)",
+        "10",
+    ),
     "schedule": (_text, "a schedule name", "poly"),
     "poly_power": (lambda v: _number(v, 0.0), ">= 0 (a finite number)", "0.9"),
     "batch_size": (
