@@ -18,7 +18,7 @@ import tensorflow as tf
 from mtl_keras import architectures, balancing, data
 from mtl_keras.architectures.astmt import task_features
 from mtl_keras.tasks import TaskSpec, resolve
-from mtl_keras.training import distribute
+from mtl_keras.training import distribute, optimizers
 from mtl_keras.training.adversarial import AdversarialMultiTaskModel
 from mtl_keras.training.model import MultiTaskModel
 from mtl_keras.training.recipe import Recipe
@@ -127,8 +127,8 @@ def make_optimizer(recipe: Recipe, total_steps: int) -> keras.optimizers.Optimiz
     elif recipe.schedule != "constant":
         raise ValueError(f"unknown schedule {recipe.schedule!r}; valid: poly, constant")
     common = {"weight_decay": recipe.weight_decay or None, "global_clipnorm": recipe.clip_norm}
-    if recipe.optimizer == "adam":
-        return keras.optimizers.Adam(lr, **common)
+    if recipe.optimizer == "adam":  # keras.optimizers.Adam's updates with a smaller graph
+        return optimizers.Adam(lr, **common)
     if recipe.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=0.9, **common)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid: adam, sgd")
