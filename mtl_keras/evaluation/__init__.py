@@ -8,6 +8,9 @@
   (``compare.compare``, ``compare.prediction_grids``; ``mtl-keras compare`` through
   ``compare.add_arguments`` / ``compare.run``). The module, not its function, is the
   package's ``compare`` attribute.
+* `mtl_keras.evaluation.study`: a study over seeds (mean ± std, Welch's test against a
+  reference run, a Δ_MTL chart with error bars, the Pareto plot of `mtl_keras.evaluation.pareto`)
+  and its page, rebuilt from one results file (``mtl-keras compare RESULTS --page PAGE``).
 """
 
 from mtl_keras.evaluation import compare

@@ -30,14 +30,11 @@ alone (`rebuild`), without training.
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
-
-from PIL import Image, ImageDraw, ImageFont
 
 from mtl_keras.evaluation.compare import (
     PERCENT_KEYS,
@@ -47,6 +44,8 @@ from mtl_keras.evaluation.compare import (
     delta_chart,
     primary_metrics,
 )
+from mtl_keras.evaluation.pareto import pareto_chart, pareto_front
+from mtl_keras.metrics.significance import welch_test
 
 BEGIN = "<!-- study: generated from here -->"
 END = "<!-- study: generated up to here -->"
@@ -115,65 +114,6 @@ def put_record(content: dict, record: Mapping) -> None:
     """Add ``record``, replacing one of the same ``run``."""
     content["records"] = [r for r in content["records"] if r.get("run") != record["run"]]
     content["records"].append(dict(record))
-
-
-# ---------------------------------------------------------------------------------------------
-# statistics
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz's method)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        for num in (
-            m * (b - m) * x / ((qam + m2) * (a + m2)),
-            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
-        ):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
-
-
-def regularized_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b), the regularized incomplete beta function, for a, b > 0 and 0 <= x <= 1."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def student_t_two_sided(t: float, dof: float) -> float:
-    """P(|T| >= |t|) for Student's t with ``dof`` (real, > 0) degrees of freedom."""
-    return regularized_beta(dof / 2.0, 0.5, dof / (dof + t * t))
-
-
-def welch_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float] | None:
-    """``(t, dof, p)`` of Welch's two-sided t-test of mean(a) = mean(b); None when either sample
-    has fewer than 2 values or both have zero variance."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0.0:
-        return None
-    t = (statistics.fmean(a) - statistics.fmean(b)) / math.sqrt(va + vb)
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return t, dof, student_t_two_sided(t, dof)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -357,101 +297,6 @@ def markdown_table(rows: Sequence[dict], primary: Mapping[str, tuple[str, bool]]
         cells.append(row["mark"])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def pareto_front(rows: Sequence[dict]) -> list[dict]:
-    """The rows no other row dominates: none has FLOPs <= and Δ_MTL >= with one strictly."""
-    points = [r for r in rows if r.get("flops") and r.get("delta") is not None]
-
-    def dominated(p):
-        return any(
-            q["flops"] <= p["flops"]
-            and q["delta"] >= p["delta"]
-            and (q["flops"] < p["flops"] or q["delta"] > p["delta"])
-            for q in points
-        )
-
-    return sorted((p for p in points if not dominated(p)), key=lambda r: r["flops"])
-
-
-def pareto_chart(rows: Sequence[dict], path: str | os.PathLike, *, size=(720, 480)) -> str:
-    """A PNG scatter of Δ_MTL (mean, ± std bars) against FLOPs (log scale), the Pareto front
-    joined and labelled; rows of one FLOPs count (a balancer on the same network) share a column
-    labelled by the group with the highest Δ_MTL there."""
-    points = [
-        r
-        for r in rows
-        if r.get("flops") and r.get("delta") is not None and r.get("kind") != "single_task"
-    ]
-    width, height = size
-    left, right, top, bottom = 70, 20, 30, 50
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    draw.text(
-        (8, 8),
-        "Delta_MTL (%) against GFLOPs per image (log scale); ±1 std over seeds",
-        fill="black",
-        font=font,
-    )
-    if points:
-        xs = [math.log10(r["flops"] / 1e9) for r in points]
-        lows = [r["delta"] - (r["delta_std"] or 0.0) for r in points]
-        highs = [r["delta"] + (r["delta_std"] or 0.0) for r in points]
-        x0, x1 = min(xs), max(xs)
-        x0, x1 = (
-            (x0 - 0.05, x1 + 0.05)
-            if x1 - x0 < 0.1
-            else (x0 - 0.05 * (x1 - x0), x1 + 0.05 * (x1 - x0))
-        )
-        y0, y1 = min(lows + [0.0]), max(highs + [0.0])
-        pad = 0.05 * max(y1 - y0, 1e-6)
-        y0, y1 = y0 - pad, y1 + pad
-
-        def at(x, y):
-            return (
-                left + (x - x0) / (x1 - x0) * (width - left - right),
-                top + (y1 - y) / (y1 - y0) * (height - top - bottom),
-            )
-
-        axis = (120, 120, 120)
-        draw.line([at(x0, 0.0), at(x1, 0.0)], fill=(200, 200, 200))
-        draw.line(
-            [(left, top), (left, height - bottom), (width - right, height - bottom)], fill=axis
-        )
-        for k in range(5):
-            y = y0 + (y1 - y0) * k / 4
-            _, py = at(x0, y)
-            draw.text((6, py - 6), f"{y:+.1f}", fill="black", font=font)
-            x = x0 + (x1 - x0) * k / 4
-            px, _ = at(x, y0)
-            draw.text((px - 14, height - bottom + 6), f"{10**x:.3g}", fill="black", font=font)
-        front = pareto_front(points)
-        if len(front) > 1:
-            draw.line(
-                [at(math.log10(r["flops"] / 1e9), r["delta"]) for r in front],
-                fill=(46, 139, 87),
-                width=2,
-            )
-        best_at: dict[int, dict] = {}
-        for r in points:
-            if r["flops"] not in best_at or r["delta"] > best_at[r["flops"]]["delta"]:
-                best_at[r["flops"]] = r
-        for r, x in zip(points, xs):
-            px, py = at(x, r["delta"])
-            std = r["delta_std"] or 0.0
-            _, plo = at(x, r["delta"] - std)
-            _, phi = at(x, r["delta"] + std)
-            on_front = r in front
-            color = (46, 139, 87) if on_front else (70, 100, 180)
-            draw.line([(px, phi), (px, plo)], fill=color)
-            draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=color)
-            if on_front or best_at[r["flops"]] is r:
-                draw.text((px + 5, py - 6), r["group"], fill="black", font=font)
-        draw.text((width // 2 - 40, height - 20), "GFLOPs", fill="black", font=font)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    image.save(path, format="PNG")
-    return os.fspath(path)
 
 
 # ---------------------------------------------------------------------------------------------

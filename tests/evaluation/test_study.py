@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from mtl_keras import cli
-from mtl_keras.evaluation import study
+from mtl_keras.evaluation import pareto, study
+from mtl_keras.metrics import significance
 
 
 def _t_density(x, dof):
@@ -34,30 +35,30 @@ def _two_sided_by_quadrature(t, dof, steps=200_000):
     "t, dof", [(2.7764451, 4.0), (12.7062047, 1.0), (2.2281389, 10.0), (0.3, 2.5), (5.0, 3.7)]
 )
 def test_student_t_p_value_matches_quadrature(t, dof):
-    assert study.student_t_two_sided(t, dof) == pytest.approx(
+    assert significance.student_t_two_sided(t, dof) == pytest.approx(
         _two_sided_by_quadrature(t, dof), abs=1e-7
     )
-    assert study.student_t_two_sided(-t, dof) == study.student_t_two_sided(t, dof)
+    assert significance.student_t_two_sided(-t, dof) == significance.student_t_two_sided(t, dof)
 
 
 def test_textbook_critical_values_give_five_percent():
     for t, dof in ((2.7764451, 4), (12.7062047, 1), (2.2281389, 10), (1.9599640, 1e7)):
-        assert study.student_t_two_sided(t, dof) == pytest.approx(0.05, abs=1e-6)
+        assert significance.student_t_two_sided(t, dof) == pytest.approx(0.05, abs=1e-6)
 
 
 def test_welch_test():
     a, b = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]
-    t, dof, p = study.welch_test(a, b)
+    t, dof, p = significance.welch_test(a, b)
     # equal variances and sizes: t = -3 / sqrt(2/3), dof = 2 (n - 1)
     assert t == pytest.approx(-3 / math.sqrt(2 / 3)) and dof == pytest.approx(4.0)
     assert p == pytest.approx(_two_sided_by_quadrature(t, dof), abs=1e-7)
     # unequal variances: Welch-Satterthwaite degrees of freedom
     a, b = [0.0, 1.0, 5.0], [2.0, 2.1, 2.2, 2.05]
     va, vb = statistics.variance(a) / 3, statistics.variance(b) / 4
-    t, dof, _ = study.welch_test(a, b)
+    t, dof, _ = significance.welch_test(a, b)
     assert dof == pytest.approx((va + vb) ** 2 / (va**2 / 2 + vb**2 / 3))
-    assert study.welch_test([1.0], [1.0, 2.0]) is None
-    assert study.welch_test([1.0, 1.0], [2.0, 2.0]) is None
+    assert significance.welch_test([1.0], [1.0, 2.0]) is None
+    assert significance.welch_test([1.0, 1.0], [2.0, 2.0]) is None
 
 
 def _record(group, seed, kind, tasks, metrics, flops=1_000_000_000, params=1_000_000):
@@ -168,7 +169,7 @@ def test_summary_means_stds_deltas_and_marks():
 def test_pareto_front():
     rows, _ = study.summarize(_content())
     front = [
-        r["group"] for r in study.pareto_front([r for r in rows if r["kind"] != "single_task"])
+        r["group"] for r in pareto.pareto_front([r for r in rows if r["kind"] != "single_task"])
     ]
     # hs_noisy has hard sharing's FLOPs and a lower mean: dominated
     assert front == ["hard_sharing", "big"]
