@@ -31,6 +31,8 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
+from mtl_keras.balancing._checks import checked_jacobian, finite_jacobian
+
 #: gradient paths, and the inputs a balancer can receive on them
 PATH_INPUTS = {
     "loss": ("losses",),
@@ -303,25 +305,10 @@ class GradientBalancer(Balancer):
         A stateless balancer is set up again for another row count (any T on every call); a
         stateful one refuses a row count other than the one it holds state for.
 
-        A Jacobian that is not floating point is refused (``aggregate`` returns the update in the
-        Jacobian's dtype, which would truncate it). NaN or inf entries are refused: at once for a
-        concrete (eager) Jacobian, by ``tf.debugging.assert_all_finite`` when the step runs in a
-        graph (a no-op under XLA, which has no such check).
+        The Jacobian is checked by `mtl_keras.balancing._checks`: floating point, (T, P) with
+        T >= 1, finite.
         """
-        jacobian = tf.convert_to_tensor(jacobian)
-        if not jacobian.dtype.is_floating:
-            raise TypeError(
-                f"aggregate expects a floating-point (T, P) Jacobian, got {jacobian.dtype.name} "
-                "(the update comes back in that dtype, truncated); cast it first, e.g. "
-                "aggregate(tf.cast(J, tf.float32))"
-            )
-        if jacobian.shape.rank != 2:
-            raise ValueError(
-                f"aggregate expects a (T, P) Jacobian (T tasks, P parameters), got shape "
-                f"{jacobian.shape}; stack the flattened per-task gradients as rows"
-            )
-        if jacobian.shape[0] == 0:
-            raise ValueError("aggregate expects a (T, P) Jacobian with T >= 1 task rows, got 0")
+        jacobian = checked_jacobian(jacobian)
         rows = jacobian.shape[0]
         if self.task_names and rows is not None and rows != self.num_tasks and self.stateful:
             raise ValueError(
@@ -331,18 +318,7 @@ class GradientBalancer(Balancer):
             )
         if not self.task_names or (rows is not None and rows != self.num_tasks):  # (re)set up
             self.setup([f"task_{i}" for i in range(rows)])
-        j32 = tf.cast(jacobian, tf.float32)
-        message = (
-            f"{type(self).__name__}.aggregate got a Jacobian with NaN or inf entries; check the "
-            "task losses and gradients (a NaN label, a too large learning rate) before balancing"
-        )
-        if tf.executing_eagerly():  # concrete: say which rows
-            finite = tf.reduce_all(tf.math.is_finite(j32), axis=1)
-            if not bool(tf.reduce_all(finite)):
-                rows = [name for name, ok in zip(self.task_names, tf.unstack(finite)) if not ok]
-                raise ValueError(f"{message}; non-finite rows: {rows}")
-        else:
-            j32 = tf.debugging.assert_all_finite(j32, message)
+        j32 = finite_jacobian(tf.cast(jacobian, tf.float32), type(self).__name__, self.task_names)
         if losses is None:
             losses = tf.ones([tf.shape(j32)[0]], tf.float32)
         if step is None:
