@@ -82,12 +82,16 @@ SETTINGS: dict[str, dict] = {
     "hs_mgda": {"gradient_source": "representation"},  # MGDA-UB, the survey's MGDA
 }
 
-#: Data, size and length of the full and the quick study.
+#: Data, size and length of the full and the quick study. The full study is 51 groups x 3 seeds
+#: = 153 runs of 320 steps each (512 scenes, 5 epochs of batch 8) at the demo's 64x64; from the
+#: measured trace and step times of every architecture (docs/architectures.md, "Trace times") and
+#: the balancers' step-time ratios (README, benchmarks) it is estimated at about 3 hours on 2 idle
+#: CPU cores, the 4 x 3 single-task runs included. The page reports the time it took.
 FULL = {
     "image_size": (64, 64),
     "train_examples": 512,
     "val_examples": 128,
-    "epochs": 6,
+    "epochs": 5,
     "backbone_kwargs": {"width": 16, "output_stride": 16},
     "image_summaries": 0,
 }
