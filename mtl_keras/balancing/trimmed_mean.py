@@ -23,9 +23,14 @@ def sorted_rows(matrix: tf.Tensor) -> tf.Tensor:
     transposes to (P, T), runs a top-k per column and transposes back (measured: about 14x the
     time of the network at T = 3, P = 10^6). Both give the same values in the same order.
     """
+    return tf.stack(sorted_row_list(matrix), axis=0)
+
+
+def sorted_row_list(matrix: tf.Tensor) -> list[tf.Tensor]:
+    """The rows of `sorted_rows` as a list of (P,) tensors (without stacking them)."""
     t = matrix.shape[0]
     if t > NETWORK_ROWS:
-        return tf.sort(matrix, axis=0)
+        return tf.unstack(tf.sort(matrix, axis=0), axis=0)
     rows = tf.unstack(matrix, axis=0)
     for round_ in range(t):
         for i in range(round_ % 2, t - 1, 2):
@@ -33,7 +38,7 @@ def sorted_rows(matrix: tf.Tensor) -> tf.Tensor:
                 tf.minimum(rows[i], rows[i + 1]),
                 tf.maximum(rows[i], rows[i + 1]),
             )
-    return tf.stack(rows, axis=0)
+    return rows
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
@@ -89,8 +94,8 @@ class TrimmedMean(GradientBalancer):
         j32, losses, step = self._prepare_aggregate(jacobian, losses, step)
         t = j32.shape[0]
         k = self.trimmed(t)
-        kept = sorted_rows(j32)[k : t - k]
-        return tf.cast(tf.reduce_mean(kept, axis=0), jacobian.dtype)
+        kept = sorted_row_list(j32)[k : t - k]  # rows: no (T - 2k, P) copy to average
+        return tf.cast(tf.add_n(kept) / float(len(kept)), jacobian.dtype)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "beta": self.beta, "trim": self.trim}
