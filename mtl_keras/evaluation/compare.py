@@ -279,12 +279,11 @@ def delta_chart(
     Single-task rows (Δ_MTL 0 against themselves) are left out unless ``single_task`` is True or
     no other row has a Δ_MTL. A row with a ``delta_std`` gets a ± one-standard-deviation bar.
     """
-    items = [(row["name"], row["delta"], row.get("delta_std") or 0.0)
-             for row in rows if row["delta"] is not None]  # fmt: skip
-    multi = [item for item, row in zip(items, (r for r in rows if r["delta"] is not None))
-             if len(row["tasks"]) > 1]  # fmt: skip
+    charted = [row for row in rows if row["delta"] is not None]
+    multi = [row for row in charted if len(row["tasks"]) > 1]
     if multi and not single_task:
-        items = multi
+        charted = multi
+    items = [(row["name"], row["delta"], row.get("delta_std") or 0.0) for row in charted]
     font = ImageFont.load_default()
     bar, gap, top, label_w = 18, 6, 28, 200
     value_w = 110 if any(error for *_, error in items) else 70

@@ -313,17 +313,18 @@ def _link(path: str, page: str) -> str:
     return os.path.relpath(path, os.path.dirname(os.path.abspath(page))).replace(os.sep, "/")
 
 
-def _tested(rows: Sequence[dict]) -> list[dict]:
-    return [r for r in rows if r["test"] is not None]
-
-
-def page(content: Mapping, page_path: str, figures: Mapping[str, str]) -> str:
-    """The generated part of the page (between `BEGIN` and `END`)."""
-    rows, primary = summarize(content)
+def page(
+    content: Mapping,
+    rows: Sequence[dict],
+    primary: Mapping[str, tuple[str, bool]],
+    page_path: str,
+    figures: Mapping[str, str],
+) -> str:
+    """The generated part of the page (between `BEGIN` and `END`) from `summarize`'s rows."""
     study = content.get("study", {})
     machine, settings = study.get("machine", {}), study.get("settings", {})
     reference, alpha = study.get("reference", "hard_sharing"), float(study.get("alpha", 0.05))
-    tested = _tested(rows)
+    tested = [r for r in rows if r["test"] is not None]
     marked = [r for r in tested if r["mark"] in ("▲", "▼")]
     total_s = sum(r["wall_s"] for r in rows)
     lines = [
@@ -422,7 +423,7 @@ def rebuild(results_path: str, page_path: str, intro: str = "") -> str:
     figures = figure_paths(page_path)
     delta_chart([r for r in rows if r["kind"] != "trivial"], figures["delta"])
     pareto_chart(rows, figures["pareto"])
-    write_page(page_path, page(content, page_path, figures), intro)
+    write_page(page_path, page(content, rows, primary, page_path, figures), intro)
     return markdown_table(rows, primary)
 
 
