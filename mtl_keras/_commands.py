@@ -131,6 +131,13 @@ def cmd_evaluate(args) -> int:
     recipe = _recipe(args)
     if args.baselines:
         recipe = dataclasses.replace(recipe, baselines=args.baselines)
+    if args.protocol:
+        return _evaluate_protocol(args, recipe)
+    if args.max_examples is not None:
+        raise ValueError(
+            "--max-examples needs --protocol (evaluate scores the recipe's val_examples; "
+            "--set val_examples=N changes them)"
+        )
     # before the weights load: a baselines file without a task's metric fails first
     base = read_baselines(recipe, task_specs(recipe))
     model, bundle, specs = _load_trained(recipe, args.weights)
@@ -143,6 +150,112 @@ def cmd_evaluate(args) -> int:
     write_results(out, recipe.name, results, **extra)
     print(format_table(results, trivial, specs, base))
     print(json.dumps({"metrics": results, **extra, "written": out}, indent=2, sort_keys=True))
+    return 0
+
+
+def _protocol_dataset(recipe, protocol: str) -> str:
+    """The canonical name of the recipe's dataset, which must have original-resolution
+    examples: the synthetic scenes or a dataset of `mtl_keras.data.real.load_examples`."""
+    from mtl_keras import data
+    from mtl_keras._names import canonical
+    from mtl_keras.data.real import REAL_DATASETS
+
+    name = canonical("dataset", recipe.dataset, data.DATASETS, data.ALIASES)
+    if name != "synthetic" and name not in REAL_DATASETS:
+        have = ", ".join(["synthetic", *REAL_DATASETS])
+        raise ValueError(
+            f"--protocol {protocol} scores at the labels' original resolution, but dataset "
+            f"{recipe.dataset!r} has no original-resolution labels (its loader gives batches "
+            f"at the recipe's image_size only); use a dataset that has them ({have}: "
+            "mtl_keras.data.real.load_examples reads the published ones), or evaluate "
+            "without --protocol"
+        )
+    return name
+
+
+def _protocol_baselines(recipe, specs, protocol) -> dict[str, float] | None:
+    """The single-task results of ``recipe.baselines``, checked for the primary metric of every
+    task under ``protocol`` (a `ResolvedProtocol`); None without baselines."""
+    from mtl_keras.metrics import load_baselines
+
+    if not recipe.baselines:
+        return None
+    values = load_baselines(recipe.baselines)
+    for spec in specs.values():
+        key = spec.metric_id(spec.evaluation_primary(protocol)[0])
+        if key not in values:
+            raise ValueError(
+                f"recipe {recipe.name!r}: baselines={recipe.baselines!r} has no {key!r}, the "
+                f"metric of task {spec.name!r} that Δ_MTL compares under protocol "
+                f"{protocol.name!r} (found: {sorted(values)}); evaluate the single-task runs "
+                f"with mtl-keras evaluate --protocol {protocol.name} and pass their "
+                "protocol.json as --baselines, or drop --baselines"
+            )
+        if values[key] == 0.0:
+            raise ValueError(
+                f"recipe {recipe.name!r}: baselines={recipe.baselines!r} gives {key!r} (task "
+                f"{spec.name!r}) as 0, so Δ_MTL's relative change is undefined; check that "
+                "task's single-task result file"
+            )
+    return values
+
+
+def _original_examples(recipe, dataset: str, tasks, count: int | None):
+    """The validation examples ``{"id", "image", task: label}`` at their original resolution,
+    unbatched: those ``evaluate`` scores at the recipe's ``image_size`` (the first
+    ``val_examples``; ``count`` of them when given). The synthetic scenes are rendered at
+    ``image_size`` (they have no other resolution), as `mtl_keras.data.load_synthetic` renders
+    its validation split."""
+    tasks = tuple(tasks)
+    if dataset == "synthetic":
+        from mtl_keras.data import SyntheticScenes
+
+        scenes = SyntheticScenes(image_size=tuple(recipe.image_size), seed=recipe.data_seed)
+        arrays = scenes.arrays("val", count, tasks)
+        return ({"id": f"val/{i}", **{k: v[i] for k, v in arrays.items()}} for i in range(count))
+    from mtl_keras.data.real import load_examples
+
+    return load_examples(
+        dataset, "val", tasks=tasks, data_dir=recipe.data_dir, manual_dir=recipe.manual_dir
+    )
+
+
+def _evaluate_protocol(args, recipe) -> int:
+    """``evaluate --protocol NAME``: the trained network scored at the labels' original
+    resolution under the protocol (`mtl_keras.evaluation.protocol.evaluate_to_file`), with the
+    trivial baseline under the same protocol; writes ``protocol.json``."""
+    from mtl_keras.evaluation import protocol
+    from mtl_keras.training.building import task_specs
+    from mtl_keras.training.reports import format_table
+
+    dataset = _protocol_dataset(recipe, args.protocol)
+    resolved = protocol.get_protocol(args.protocol, dataset)
+    # before the weights load: a baselines file without a task's metric fails first
+    base = _protocol_baselines(recipe, task_specs(recipe), resolved)
+    model, bundle, specs = _load_trained(recipe, args.weights)
+    limits = [n for n in (recipe.val_examples, args.max_examples) if n is not None]
+    count = min(limits) if limits else None
+    out = args.out or os.path.join(recipe.output_dir, "protocol.json")
+    result = protocol.evaluate_to_file(
+        model.network,
+        _original_examples(recipe, dataset, specs, count),
+        specs,
+        out,
+        name=recipe.name,
+        image_size=recipe.image_size,
+        baselines=base,
+        max_examples=count,
+        trivial_labels=bundle.train_labels,
+        protocol=args.protocol,
+        dataset=dataset,
+    )
+    images = result["counts"]["images"]
+    print(
+        f"Protocol {args.protocol!r} on {dataset} ({images} validation images at their original "
+        "resolution), model vs trivial baseline under the protocol:"
+    )
+    print(format_table(result["metrics"], result["trivial_baseline"], specs, base))
+    print(json.dumps({**result, "written": out}, indent=2, sort_keys=True))
     return 0
 
 

@@ -75,6 +75,10 @@ def _integer(low: int, meaning: str = ""):
     return parse
 
 
+#: the names of `mtl_keras.evaluation.protocol.PROTOCOLS` (written here: that module imports
+#: TensorFlow, which ``--help`` does not load)
+PROTOCOL_NAMES = ("survey", "invpt")
+
 #: exit codes of ``main`` (also in the help's epilog and the README)
 EXIT_REFUSED = 2
 EXIT_FILE = 3
@@ -181,7 +185,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     recipe_args(sp)
     sp.add_argument("--weights")
     sp.add_argument("--baselines", help="single-task result JSON files or folder, for Δ_MTL")
-    sp.add_argument("--out")
+    sp.add_argument(
+        "--protocol",
+        choices=PROTOCOL_NAMES,
+        help="score at the labels' original resolution under a named evaluation protocol "
+        "(survey: the survey's code; invpt: InvPT/TaskPrompter/MLoRE's) and write "
+        "protocol.json; see mtl_keras.evaluation.protocol",
+    )
+    sp.add_argument(
+        "--max-examples",
+        type=_integer(1),
+        metavar="N",
+        help="with --protocol: score the first N validation examples (default: the recipe's "
+        "val_examples)",
+    )
+    sp.add_argument(
+        "--out", help="result file (default: <run folder>/eval.json, protocol.json with --protocol)"
+    )
     sp.set_defaults(func=cmd_evaluate)
 
     sp = sub.add_parser("export", help="export trained weights as a TF Serving SavedModel")

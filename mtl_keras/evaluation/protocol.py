@@ -33,6 +33,12 @@ Metric ids are ``<task>_<key>`` (e.g. ``edges_ods_f``), ready for `mtl_keras.met
 and `mtl_keras.evaluation.compare`; each task's primary metric under the protocol is
 `TaskSpec.evaluation_primary`. Nothing here depends on a task's name.
 
+The trivial baseline (each task's best constant, `TaskSpec.baseline`, fitted on training labels)
+is scored under the same protocol by `trivial_baseline`, or next to the model in the same pass by
+``evaluate_to_file(..., trivial_labels=...)``: its constant raw outputs go through the same
+activation, encoding, resize and truncation as a network's (`ConstantNetwork`).
+``mtl-keras evaluate --protocol NAME`` runs `evaluate_to_file` on a recipe's trained network.
+
 Example:
     >>> from mtl_keras.data.real import load_examples  # doctest: +SKIP
     >>> scores = evaluate(network, load_examples("nyud", "val"), specs,  # doctest: +SKIP
@@ -266,6 +272,36 @@ class ProtocolEvaluator:
 SurveyEvaluator = ProtocolEvaluator
 
 
+class ConstantNetwork:
+    """The trivial predictors as a network: ``{task: constant raw output}`` at the input's size.
+
+    Args:
+        constants: ``{task: raw prediction of shape (channels,)}``, e.g. `trivial_constants`.
+    """
+
+    def __init__(self, constants: Mapping[str, np.ndarray]):
+        self.constants = {
+            t: tf.constant(np.asarray(c, np.float32).reshape(-1)) for t, c in constants.items()
+        }
+
+    def __call__(self, images, training: bool = False) -> dict[str, tf.Tensor]:
+        size = tf.shape(images)[:3]
+        return {
+            t: tf.broadcast_to(c, tf.concat([size, tf.shape(c)], 0))
+            for t, c in self.constants.items()
+        }
+
+
+def trivial_constants(specs: Mapping[str, TaskSpec], train_labels: Mapping) -> dict:
+    """``{task: constant raw prediction}`` fitted on ``train_labels`` (`TaskSpec.baseline`: the
+    majority class, the mean depth, ...), as `mtl_keras.training.baselines.trivial_baseline`
+    fits them."""
+    return {
+        t: np.asarray(spec.baseline(np.asarray(train_labels[t])), np.float32)
+        for t, spec in specs.items()
+    }
+
+
 def evaluate(
     network,
     examples: Iterable[Mapping],
@@ -290,16 +326,52 @@ def evaluate(
     Returns:
         ``{"<task>_<key>": value}``.
     """
-    return _run(network, examples, specs, image_size, max_examples, options).result()
+    return _run(network, examples, specs, image_size, max_examples, options)[0].result()
 
 
-def _run(network, examples, specs, image_size, max_examples, options) -> ProtocolEvaluator:
-    evaluator = ProtocolEvaluator(network, specs, image_size=image_size, **options)
+def trivial_baseline(
+    specs: Mapping[str, TaskSpec],
+    train_labels: Mapping,
+    examples: Iterable[Mapping],
+    *,
+    image_size: Sequence[int],
+    max_examples: int | None = None,
+    **options,
+) -> dict[str, float]:
+    """The trivial baseline under a protocol: `evaluate` of the best constants
+    (`trivial_constants` of ``train_labels``) as a network (`ConstantNetwork`).
+
+    Args:
+        specs: ``{task: TaskSpec}`` of the tasks to score.
+        train_labels: ``{task: training labels (N, H, W, C)}`` the constants are fitted on (a
+            `mtl_keras.data.DataBundle`'s ``train_labels``).
+        examples, image_size, max_examples, **options: as `evaluate`.
+
+    Returns:
+        ``{"<task>_<key>": value}`` with the protocol's metric ids.
+    """
+    network = ConstantNetwork(trivial_constants(specs, train_labels))
+    return evaluate(
+        network, examples, specs, image_size=image_size, max_examples=max_examples, **options
+    )
+
+
+def _run(
+    network, examples, specs, image_size, max_examples, options, trivial_labels=None
+) -> list[ProtocolEvaluator]:
+    """The evaluator of ``network`` over ``examples`` (one pass), and with ``trivial_labels``
+    the trivial baseline's evaluator after it."""
+    networks = [network]
+    if trivial_labels is not None:
+        networks.append(ConstantNetwork(trivial_constants(specs, trivial_labels)))
+    evaluators = [ProtocolEvaluator(n, specs, image_size=image_size, **options) for n in networks]
     for i, example in enumerate(examples):
         if max_examples is not None and i >= max_examples:
             break
-        evaluator.update(example)
-    return evaluator
+        example = _numpy_example(example)
+        for evaluator in evaluators:
+            evaluator.update(example)
+    return evaluators
 
 
 def evaluate_to_file(
@@ -312,6 +384,7 @@ def evaluate_to_file(
     image_size: Sequence[int],
     baselines=None,
     max_examples: int | None = None,
+    trivial_labels: Mapping | None = None,
     **options,
 ) -> dict:
     """`evaluate`, then write ``path`` (``protocol.json``) with params, FLOPs, Δ_MTL and the
@@ -320,6 +393,9 @@ def evaluate_to_file(
     The file has the format of `mtl_keras.metrics.write_results`, read by
     `mtl_keras.evaluation.compare`. Δ_MTL is added when ``baselines`` (single-task result files
     or a ``{metric_id: value}`` mapping) covers every task's primary metric under the protocol.
+    With ``trivial_labels`` (training labels ``{task: (N, H, W, C)}``), ``"trivial_baseline"``
+    holds the best constants' scores under the same protocol on the same examples
+    (`trivial_baseline`, computed in the same pass), the row ``compare --trivial`` shows.
     """
     from mtl_keras.metrics import (
         count_flops,
@@ -329,7 +405,9 @@ def evaluate_to_file(
         write_results,
     )
 
-    evaluator = _run(network, examples, specs, image_size, max_examples, options)
+    evaluator, *trivial = _run(
+        network, examples, specs, image_size, max_examples, options, trivial_labels
+    )
     scores = evaluator.result()
     extra = {
         "params": count_params(network)["params"],
@@ -337,6 +415,8 @@ def evaluate_to_file(
         "protocol": evaluator.settings,
         "counts": evaluator.counts(),
     }
+    if trivial:
+        extra["trivial_baseline"] = trivial[0].result()
     if baselines is not None:
         base = baselines if isinstance(baselines, Mapping) else load_baselines(baselines)
         extra["delta_mtl"] = delta_mtl(scores, base, evaluator.primary())
