@@ -15,11 +15,14 @@ user has, then loaded with :func:`load_backbone_weights`:
   computes keras-hub's ``pyramid_outputs``.
 
 Only a keras-hub *handle* downloads (keras-hub fetches it from Kaggle); a local folder written by
-``save_to_preset`` and the ``.npz`` files load offline.
+``save_to_preset`` and the ``.npz`` files load offline. A recipe's ``backbone_weights`` names such
+a local folder or ``.npz`` (:func:`resnet_weights_kind`, :func:`load_resnet_weights`): the run
+builds its ResNet with them before the architecture takes it (``training.building``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -439,3 +442,120 @@ def copy_keras_hub_preset(preset: str, folder: str) -> str:
     if _preset_normalization(preset) is not None:
         keras_hub.layers.ImageConverter.from_preset(preset).save_to_preset(folder)
     return folder
+
+
+#: the file of a keras-hub preset folder that describes its backbone (``save_to_preset``)
+PRESET_CONFIG = "config.json"
+
+_LOCAL_SOURCES = (
+    "a local keras-hub ResNet preset folder (written once by copy_keras_hub_preset, see the "
+    "README's 'Pretrained encoders') or an .npz written by save_backbone_weights, "
+    "convert_keras_hub_resnet or convert_torchvision_resnet"
+)
+
+
+def _preset_config(folder: str) -> dict:
+    """The backbone description (``config.json``) of the preset folder ``folder``."""
+    path = os.path.join(folder, PRESET_CONFIG)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"{folder!r} is a folder but not a keras-hub preset (it has no {PRESET_CONFIG}); "
+            f"give {_LOCAL_SOURCES}"
+        )
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(
+            f"{path!r} is not a readable keras-hub preset description ({e}); write the preset "
+            "folder again with copy_keras_hub_preset"
+        ) from e
+    if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
+        raise ValueError(
+            f"{path!r} does not describe a keras-hub backbone; write the preset folder again "
+            "with copy_keras_hub_preset"
+        )
+    return config
+
+
+def keras_hub_preset_depth(folder: str) -> int:
+    """The :func:`build_resnet` depth whose weights the local keras-hub preset ``folder`` holds.
+
+    Reads only the preset's ``config.json`` (no weights, no keras-hub model).
+
+    Raises:
+        ValueError: ``folder`` is not a preset folder, holds another backbone than a
+            ``ResNetBackbone`` (a ViT, ...), or a ResNet of another layout (ResNetV2, ResNet-vd).
+    """
+    config = _preset_config(folder)
+    class_name = config.get("class_name")
+    if class_name != "ResNetBackbone":
+        raise ValueError(
+            f"preset {folder!r} holds a {class_name}, not a ResNetBackbone; its weights do not "
+            f"fit the project's ResNet. Train on it as a keras-hub encoder with "
+            f"backbone='preset:{folder}' instead"
+        )
+    return _hub_resnet_depth(config["config"])
+
+
+def resnet_weights_kind(path: str) -> str:
+    """What the local ``path`` holds: ``"preset"`` (a keras-hub preset folder) or ``"npz"``.
+
+    Cheap: reads a preset's ``config.json`` or an archive's first bytes, no weights.
+
+    Raises:
+        ValueError: ``path`` does not exist, or is a folder that is not a keras-hub ResNet preset
+            (:func:`keras_hub_preset_depth`), or a file that is not an ``.npz`` archive; the
+            message names the path and what to give instead.
+    """
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        keras_hub_preset_depth(path)
+        return "preset"
+    if os.path.isfile(path):
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"{path!r} is neither a keras-hub preset folder nor an .npz archive (an .npz is "
+                f"a zip of arrays); give {_LOCAL_SOURCES}"
+            )
+        return "npz"
+    if not os.path.lexists(path):
+        hint = ""
+        if os.sep not in path and "/" not in path and not path.endswith(".npz"):
+            # a keras-hub handle such as "resnet_50_imagenet": runs never download
+            hint = (
+                f"; a keras-hub handle is not downloaded during a run: write it into a folder "
+                f"once, on a machine with the internet, with copy_keras_hub_preset({path!r}, "
+                f"'weights/{path}') and give that folder"
+            )
+        raise ValueError(f"{path!r} does not exist; give {_LOCAL_SOURCES}{hint}")
+    raise ValueError(f"{path!r} is neither a folder nor a file; give {_LOCAL_SOURCES}")
+
+
+def load_resnet_weights(backbone: keras.Model, path: str) -> str:
+    """Load pretrained weights from the local ``path`` into a (dilated) :func:`build_resnet`.
+
+    ``path`` is a keras-hub ResNet preset folder (:func:`load_keras_hub_resnet`) or an ``.npz``
+    (:func:`load_backbone_weights`); nothing downloads. Every key and shape is checked before
+    anything is assigned, so a failed load leaves ``backbone`` unchanged.
+
+    Returns:
+        ``"preset"`` or ``"npz"``, what ``path`` held (:func:`resnet_weights_kind`).
+
+    Raises:
+        ValueError: ``path`` is missing or of another kind (:func:`resnet_weights_kind`), or its
+            weights do not match ``backbone`` (another depth or width; the message names the
+            keys and shapes).
+
+    Example:
+        >>> model = build_resnet(50, output_stride=8)                        # doctest: +SKIP
+        >>> load_resnet_weights(model, "weights/resnet_50_imagenet")         # doctest: +SKIP
+        'preset'
+    """
+    kind = resnet_weights_kind(path)
+    path = os.path.expanduser(path)
+    if kind == "preset":
+        load_keras_hub_resnet(backbone, path)
+    else:
+        load_backbone_weights(backbone, path)
+    return kind

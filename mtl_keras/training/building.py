@@ -15,8 +15,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtl_keras import architectures, balancing, data
+from mtl_keras import architectures, backbones, balancing, data
 from mtl_keras.architectures.astmt import task_features
+from mtl_keras.backbones.weights import load_resnet_weights
 from mtl_keras.tasks import TaskSpec, resolve
 from mtl_keras.training import distribute, optimizers
 from mtl_keras.training.adversarial import AdversarialMultiTaskModel
@@ -98,15 +99,68 @@ def auxiliary_specs(recipe: Recipe, bundle_options: dict | None = None) -> dict[
     return resolve(recipe.auxiliary_tasks, options)
 
 
+def pretrained_backbone(recipe: Recipe) -> keras.Model:
+    """The recipe's ResNet (``backbone``, ``backbone_kwargs``) with its ``backbone_weights``.
+
+    Raises:
+        ValueError: the weights are missing or do not fit the ResNet (another depth or width);
+            the message names the recipe, the weights and the mismatched keys.
+    """
+    backbone = backbones.get(recipe.backbone, **recipe.backbone_kwargs)
+    try:
+        load_resnet_weights(backbone, recipe.backbone_weights)
+    except ValueError as e:
+        raise ValueError(
+            f"recipe {recipe.name!r}: backbone_weights={recipe.backbone_weights!r} do not fit "
+            f"backbone {recipe.backbone!r} with backbone_kwargs {recipe.backbone_kwargs}; set "
+            f"backbone and backbone_kwargs to the ResNet the weights belong to. {e}"
+        ) from e
+    return backbone
+
+
 def build_network(
-    recipe: Recipe, specs: dict[str, TaskSpec], auxiliary: dict[str, TaskSpec] | None = None
+    recipe: Recipe,
+    specs: dict[str, TaskSpec],
+    auxiliary: dict[str, TaskSpec] | None = None,
+    *,
+    backbone_weights: bool = True,
 ) -> keras.Model:
+    """The recipe's network (architecture, backbone, heads) for ``specs``.
+
+    With ``recipe.backbone_weights`` (and ``backbone_weights``, default true) the ResNet is built
+    once, its pretrained weights are loaded into it (:func:`pretrained_backbone`), and the
+    architecture is given that built ResNet: one that shares an encoder (hard sharing, MTAN,
+    ASTMT, the decoder-focused networks) uses it as it is; one with several copies (each task's
+    column of cross-stitch, sluice and NDDR networks, the tree nodes of branched networks)
+    clones it with its weights (``architectures._blocks.backbone_copies``), so every copy starts
+    from the same pretrained weights, as the survey starts every task's column from ImageNet
+    (Vandenhende et al., TPAMI 2022, Sec. 5). The network's layers and variables are the same
+    as without weights, so checkpoints fit both.
+
+    Order with the other initialisations of a run (:func:`mtl_keras.training.run.train`):
+
+    1. the pretrained weights, here, while the network is built;
+    2. ``init_from_single_task``, after :func:`build_model`: the single-task checkpoints
+       replace every column and head. They are the more specific start, and a single-task
+       run that ``init_from_single_task="train"`` trains inherits ``backbone_weights``
+       (``baselines.single_task_recipe``), so each column still starts from the pretrained
+       weights, through its trained single-task network, as in the survey;
+    3. a resumed run's state, last (``TrainingBackup.restore`` loads every variable), so a
+       resumed run continues from its own weights. ``backbone_weights`` is part of the run's
+       fingerprint (``resume.fingerprint``): a run is not resumed with other weights.
+
+    ``backbone_weights=False`` builds the ResNet from scratch, for callers that load trained
+    weights into the network at once (evaluate, export).
+    """
+    backbone, backbone_kwargs = recipe.backbone, recipe.backbone_kwargs
+    if backbone_weights and recipe.backbone_weights is not None:
+        backbone, backbone_kwargs = pretrained_backbone(recipe), {}
     extra = {"auxiliary_tasks": list(auxiliary.values())} if auxiliary else {}
     return architectures.build(
         recipe.architecture,
         list(specs.values()),
-        backbone=recipe.backbone,
-        backbone_kwargs=recipe.backbone_kwargs,
+        backbone=backbone,
+        backbone_kwargs=backbone_kwargs,
         head=recipe.head,
         head_kwargs=recipe.head_kwargs,
         image_size=recipe.image_size,
@@ -153,14 +207,17 @@ def build_model(
     specs: dict[str, TaskSpec],
     steps: int,
     auxiliary: dict[str, TaskSpec] | None = None,
+    *,
+    backbone_weights: bool = True,
 ) -> MultiTaskModel:
     """Network, trainer and built optimizer (call inside the strategy's scope and the recipe's
     precision policy, see :func:`mtl_keras.training.run.train`). ``auxiliary``: the specs of the
     recipe's auxiliary tasks (:func:`auxiliary_specs`; default: resolved without dataset
-    options)."""
+    options). The network starts from the recipe's ``backbone_weights`` unless
+    ``backbone_weights`` is false (:func:`build_network`)."""
     if auxiliary is None:
         auxiliary = auxiliary_specs(recipe)
-    network = build_network(recipe, specs, auxiliary)
+    network = build_network(recipe, specs, auxiliary, backbone_weights=backbone_weights)
     trainer, adversarial = MultiTaskModel, {}
     if recipe.adversarial_weight > 0:  # ASTMT's discriminator, its reversal ramped over the run
         if not task_features(network):

@@ -33,6 +33,14 @@ class Recipe:
     (from scratch), ``{task: checkpoint path}``, or ``"train"``: train each task's single-task
     run first where it has not finished (see ``docs/architectures.md``).
 
+    ``backbone_weights`` starts the project's (dilated) ResNet from pretrained weights, e.g.
+    ImageNet's: a local keras-hub ResNet v1 preset folder (written once by
+    ``copy_keras_hub_preset("resnet_50_imagenet", "weights/resnet_50_imagenet")``) or an ``.npz``
+    (``save_backbone_weights``, ``convert_keras_hub_resnet``, ``convert_torchvision_resnet``).
+    Every ResNet copy of the network gets them (each task column of cross-stitch, sluice and
+    NDDR networks); see :func:`~mtl_keras.training.building.build_network`. keras-hub backbones
+    (``backbone="preset:<folder>"``) bring their own pretrained weights and take none.
+
     Every field's type and range is checked when a recipe is made
     (:func:`~mtl_keras.training.recipe_checks.check_recipe`), so also after
     ``dataclasses.replace`` and ``--set``: a bad value fails before anything runs, with
@@ -59,6 +67,9 @@ class Recipe:
     architecture: str = "hard_sharing"
     backbone: str = "resnet18"
     backbone_kwargs: dict = dataclasses.field(default_factory=dict)
+    #: pretrained weights of the project's ResNet (``backbone="resnet50"``, ...): a local keras-hub
+    #: ResNet preset folder or an ``.npz`` (``mtl_keras.backbones.weights``); None: from scratch
+    backbone_weights: str | None = None
     head: str = "hrnet"
     head_kwargs: dict = dataclasses.field(default_factory=dict)
     architecture_kwargs: dict = dataclasses.field(default_factory=dict)

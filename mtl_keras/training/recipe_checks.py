@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from mtl_keras._names import spelling_key
 from mtl_keras.architectures.init_from_single_task import check_architecture
+from mtl_keras.backbones import BACKBONES, is_keras_hub
+from mtl_keras.backbones.weights import keras_hub_preset_depth, resnet_weights_kind
 from mtl_keras.tasks import available as available_tasks
 from mtl_keras.training.distribute import STRATEGIES
 from mtl_keras.training.precision import PRECISIONS
@@ -72,6 +75,11 @@ _FIELD_CHECKS = {
     "augment": (_boolean, "true or false", "false"),
     "architecture": (_text, "an architecture name", "hard_sharing"),
     "backbone": (_text, "a backbone name", "resnet18"),
+    "backbone_weights": (
+        _optional(_text),
+        "null (no pretrained weights) or a local keras-hub ResNet preset folder or .npz file",
+        "weights/resnet_50_imagenet",
+    ),
     "head": (_text, "a head name", "hrnet"),
     "balancer": (_text, "a balancer name", "fixed"),
     "gradient_source": (_text, "a gradient source", "auto"),
@@ -188,6 +196,7 @@ def check_recipe(recipe: Any) -> None:
             f"{', '.join(PRECISIONS)}"
         )
     _check_architecture_fields(recipe)
+    _check_backbone_weights(recipe)
 
 
 def _check_values(recipe) -> None:
@@ -289,4 +298,66 @@ def _check_architecture_fields(recipe) -> None:
         raise ValueError(
             f"recipe {recipe.name!r}: init_from_single_task names the tasks {sorted(init)}; "
             f"give one checkpoint for each task of {list(recipe.tasks)}"
+        )
+
+
+#: the width of keras-hub's ResNets (and of build_resnet's default)
+_IMAGENET_WIDTH = 64
+
+
+def _resnet_depth(backbone: str) -> int | None:
+    """The depth of the project's ResNet that ``backbone`` names (``"ResNet-50"``: 50), else
+    None (HRNet, keras-hub backbones, unknown names)."""
+    names = {spelling_key(n): n for n in BACKBONES if n.startswith("resnet")}
+    name = names.get(spelling_key(backbone))
+    return None if name is None else int(name.removeprefix("resnet"))
+
+
+def _check_backbone_weights(recipe) -> None:
+    """``backbone_weights``: set only on the project's ResNets, naming a local keras-hub ResNet
+    preset folder of the backbone's depth and width or an ``.npz`` (whose keys and shapes are
+    checked when the network is built)."""
+    path = recipe.backbone_weights
+    if path is None:
+        return
+    prefix = f"recipe {recipe.name!r}: backbone_weights={path!r}"
+    drop = "or drop backbone_weights (--set backbone_weights=null)"
+    if is_keras_hub(recipe.backbone):
+        raise ValueError(
+            f"{prefix} loads into the project's ResNets, but backbone {recipe.backbone!r} is a "
+            "keras-hub backbone, which already gets its pretrained weights from its preset "
+            "(backbone='preset:<handle or folder>'); drop backbone_weights (--set "
+            "backbone_weights=null), or train the project's ResNet with them (e.g. --set "
+            "backbone=resnet50)"
+        )
+    depth = _resnet_depth(recipe.backbone)
+    if depth is None:
+        resnets = ", ".join(n for n in BACKBONES if n.startswith("resnet"))
+        raise ValueError(
+            f"{prefix} loads into the project's ResNets ({resnets}), not into backbone "
+            f"{recipe.backbone!r}; set the ResNet the weights belong to (e.g. --set "
+            f"backbone=resnet50), {drop}. keras-hub backbones get their pretrained weights "
+            "from backbone='preset:<handle or folder>' instead"
+        )
+    try:
+        kind = resnet_weights_kind(path)
+    except ValueError as e:
+        raise ValueError(
+            f"recipe {recipe.name!r}: backbone_weights {e} (e.g. --set "
+            "backbone_weights=weights/resnet_50_imagenet)"
+        ) from None
+    if kind != "preset":
+        return
+    preset_depth = keras_hub_preset_depth(os.path.expanduser(path))
+    if preset_depth != depth:
+        raise ValueError(
+            f"{prefix} holds a keras-hub ResNet-{preset_depth}, backbone {recipe.backbone!r} is a "
+            f"ResNet-{depth}; use --set backbone=resnet{preset_depth}, or give the preset of a "
+            f"ResNet-{depth}"
+        )
+    width = recipe.backbone_kwargs.get("width", _IMAGENET_WIDTH)
+    if width != _IMAGENET_WIDTH:
+        raise ValueError(
+            f"{prefix} holds a keras-hub ResNet of width {_IMAGENET_WIDTH} (64 channels after "
+            f"the stem), backbone_kwargs a width of {width!r}; remove width from backbone_kwargs"
         )
