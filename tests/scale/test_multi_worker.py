@@ -1,6 +1,6 @@
 """Two worker processes on 127.0.0.1 under MultiWorkerMirroredStrategy (from TF_CONFIG) end with
-identical weights, equal to one process training the same global batch; a missing worker fails
-fast with its address named.
+identical weights, equal to one process training the same global batch on two replicas (why two:
+`tests.scale.conftest.two_replicas_run`); a missing worker fails fast with its address named.
 
 Only GradVac (stochastic, stateful, per-task gradients of the shared variables all-reduced) runs
 across processes here: every process costs seconds of TensorFlow start-up. That the 21 balancers
@@ -20,7 +20,7 @@ from tests.scale.conftest import finish, free_ports, load_state, start, tf_confi
 pytestmark = pytest.mark.large
 
 
-def test_two_workers_match_one_process(reference, tmp_path):
+def test_two_workers_match_one_process(two_replicas_reference, tmp_path):
     ports = free_ports(2)
     outs = [str(tmp_path / f"worker{i}.npz") for i in range(2)]
     processes = [
@@ -34,14 +34,14 @@ def test_two_workers_match_one_process(reference, tmp_path):
     for rc, log in finish(processes, timeout=400):
         assert rc == 0, log
     first, second = load_state(outs[0]), load_state(outs[1])
-    single = reference[0]
+    single = two_replicas_reference[0]
     assert sorted(first) == sorted(second) == sorted(single)
     for k in single:
         np.testing.assert_array_equal(first[k], second[k], err_msg=k)
         np.testing.assert_allclose(first[k], single[k], rtol=1e-4, atol=1e-5, err_msg=k)
     summaries = [json.loads(open(o + ".json").read()) for o in outs]
     assert [s["replicas"] for s in summaries] == [2, 2]
-    assert summaries[0]["metrics"] == pytest.approx(reference[1]["metrics"], rel=1e-3)
+    assert summaries[0]["metrics"] == pytest.approx(two_replicas_reference[1]["metrics"], rel=1e-3)
     # only the chief (worker 0) wrote the run folder; the resume state was removed at the end
     assert summaries[0]["checkpoint"] and summaries[1]["checkpoint"] is None
     assert sorted(p.name for p in (tmp_path / "runs" / "scale").iterdir()) == [

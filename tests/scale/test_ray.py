@@ -1,5 +1,6 @@
 """Ray Train launches: two Ray workers (1 CPU each, on a local cluster) run the project's
-multi-worker path and end with the weights of one process, for a loss-level and (with a worker
+multi-worker path and end with the weights of one process training the same global batch on two
+replicas (why two: `tests.scale.conftest.two_replicas_run`), for a loss-level and (with a worker
 SIGKILLed at a random step, restarted by Ray and resumed from its resume state) a gradient-level
 balancer; the killed run's folder, TensorBoard logs and export are written once. Without
 Ray, the launcher says how to install it.
@@ -23,9 +24,8 @@ import pytest
 
 from mtl_keras import cli
 from mtl_keras.training import ray_launcher
-from mtl_keras.training import run as run_module
-from tests.scale.conftest import ROOT, load_state, logged
-from tests.scale.worker import KillOnce, SaveEachWorker, final_state, tiny_recipe
+from tests.scale.conftest import ROOT, load_state, logged, two_replicas_run
+from tests.scale.worker import KillOnce, SaveEachWorker, tiny_recipe
 
 pytestmark = pytest.mark.large
 
@@ -77,17 +77,6 @@ def _on_ray(root, overrides=(), callbacks=(), export=False):
     return [load_state(states / f"worker{i}.npz") for i in range(2)], summary
 
 
-def _one_process(root, overrides):
-    state = {}
-
-    class Grab(SaveEachWorker):
-        def on_train_end(self, logs=None):
-            state.update(final_state(self.model))
-
-    run_module.train(_recipe(root, overrides), verbose=0, export=False, callbacks=[Grab("")])
-    return state
-
-
 def _unnumbered(state: dict) -> dict:
     """Keys without Keras's per-process layer counters (``uncertainty_weighting_3_...``): the
     in-process run's counters depend on the layers earlier tests built."""
@@ -106,23 +95,24 @@ def _assert_same_answer(on_ray, single):
 
 
 def test_ray_workers_match_one_process_with_a_loss_level_balancer(cluster, tmp_path):
-    """Two Ray workers end where one process ends. (The TF_CONFIG workers that Ray starts are
-    compared with hand-started ones by tests/scale/test_multi_worker.py.)"""
+    """Two Ray workers end where one process on two replicas ends. (The TF_CONFIG workers that
+    Ray starts are compared with hand-started ones by tests/scale/test_multi_worker.py.)"""
     on_ray, summary = _on_ray(tmp_path / "ray", LOSS_LEVEL)
     assert summary["replicas"] == 2
-    single = _one_process(tmp_path / "single", LOSS_LEVEL)
+    single, _ = two_replicas_run(tmp_path / "single", LOSS_LEVEL)
     assert any(k.startswith("bal/") for k in single)  # the balancer's own state is compared too
     _assert_same_answer(on_ray, single)
 
 
 def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_one_process_weights(
-    cluster, reference, tmp_path
+    cluster, two_replicas_reference, tmp_path
 ):
     """A gradient-level balancer on Ray, with a worker SIGKILLed at a random step: Ray restarts
     the group, the run resumes from its last epoch's state, and both workers end with the weights
-    of the uninterrupted one-process run (at the multi-worker tolerance; a resume that repeated
-    or skipped a step, or lost the optimizer's or balancer's state, lands far outside it). That
-    a resumed run is bit for bit the uninterrupted one is tests/scale/test_resume.py's test."""
+    of the uninterrupted one-process run on two replicas (at the multi-worker tolerance; a resume
+    that repeated or skipped a step, or lost the optimizer's or balancer's state, lands far
+    outside it). That a resumed run is bit for bit the uninterrupted one is
+    tests/scale/test_resume.py's test."""
     pick = random.Random(os.urandom(8))
     worker, step = pick.randrange(2), pick.randint(1, 4)  # 2 epochs of 2 steps
     where = f"worker {worker} SIGKILLed after step {step}"
@@ -133,8 +123,10 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_one_process_wei
     assert marker.exists(), where
     assert summary["resumed_from_epoch"] == (step - 1) // 2, where
     assert summary["replicas"] == 2, where
-    assert summary["metrics"] == pytest.approx(reference[1]["metrics"], rel=1e-3), where
-    _assert_same_answer(states, reference[0])
+    assert summary["metrics"] == pytest.approx(two_replicas_reference[1]["metrics"], rel=1e-3), (
+        where
+    )
+    _assert_same_answer(states, two_replicas_reference[0])
     folder = tmp_path / "runs" / "scale"
     assert sorted(p.name for p in folder.iterdir()) == [
         "checkpoints", "ray", "recipe.json", "results.json", "tensorboard",

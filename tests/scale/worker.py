@@ -4,7 +4,9 @@ Trains :data:`TINY` (with the ``KEY=VALUE`` overrides, as ``mtl-keras train --se
 :func:`mtl_keras.training.run.train`, then writes the network's and the optimizer's final
 variables to ``OUT`` (``.npz``) and the run summary to ``OUT + ".json"``. With
 ``MTL_KERAS_TEST_KILL_AT=EPOCH:STEP`` in the environment the process SIGKILLs itself after that
-training step (both counted from 1): a crash with no chance to clean up.
+training step (both counted from 1): a crash with no chance to clean up. With
+``MTL_KERAS_TEST_LOGICAL_CPUS=N`` it splits its CPU into ``N`` logical devices
+(``strategy=mirrored`` then trains ``N`` replicas in this one process).
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import tensorflow as tf  # noqa: E402
+
+if os.environ.get("MTL_KERAS_TEST_LOGICAL_CPUS"):  # before TensorFlow starts its devices
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration()] * int(os.environ["MTL_KERAS_TEST_LOGICAL_CPUS"]),
+    )
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
