@@ -86,6 +86,7 @@ def residual_block(
     *,
     stride: int = 1,
     dilation: int = 1,
+    first_dilation: int | None = None,
     out_name: str | None = None,
 ):
     """A basic (two 3x3) or bottleneck (1x1, 3x3, 1x1) residual block.
@@ -105,6 +106,8 @@ def residual_block(
         name: prefix of the block's layer names.
         stride: stride of the block (on its first 3x3 convolution and the shortcut).
         dilation: dilation of the 3x3 convolutions.
+        first_dilation: dilation of the first 3x3 convolution (the one carrying the stride),
+            default ``dilation``.
         out_name: name of the final ReLU.
     """
     out_channels = planes * EXPANSION[kind]
@@ -113,14 +116,15 @@ def residual_block(
         shortcut = layers.conv_bn(
             x, out_channels, 1, name, stride, conv="shortcut_conv", bn="shortcut_bn"
         )
+    first = dilation if first_dilation is None else first_dilation
     if kind == "basic":
-        x = layers.conv_bn(x, planes, 3, name, stride, dilation, conv="conv1", bn="bn1")
+        x = layers.conv_bn(x, planes, 3, name, stride, first, conv="conv1", bn="bn1")
         x = keras.layers.ReLU(name=f"{name}_relu1")(x)
         x = layers.conv_bn(x, planes, 3, name, 1, dilation, conv="conv2", bn="bn2")
     else:
         x = layers.conv_bn(x, planes, 1, name, conv="conv1", bn="bn1")
         x = keras.layers.ReLU(name=f"{name}_relu1")(x)
-        x = layers.conv_bn(x, planes, 3, name, stride, dilation, conv="conv2", bn="bn2")
+        x = layers.conv_bn(x, planes, 3, name, stride, first, conv="conv2", bn="bn2")
         x = keras.layers.ReLU(name=f"{name}_relu2")(x)
         x = layers.conv_bn(x, out_channels, 1, name, conv="conv3", bn="bn3")
     x = keras.layers.Add(name=f"{name}_add")([x, shortcut])

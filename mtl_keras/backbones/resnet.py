@@ -3,9 +3,13 @@
 ResNet (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016) with the stride on
 the 3x3 convolution of the bottleneck (torchvision's "v1.5"). The output stride is reduced to 16
 or 8 by replacing the stride of the last stages with dilation, as in DeepLab (Chen et al.,
-"Rethinking Atrous Convolution for Semantic Image Segmentation", arXiv 2017), with torchvision's
-``replace_stride_with_dilation`` semantics: the first block of a dilated stage keeps the previous
-dilation, the following blocks use the new one. Dilation changes no parameter count.
+"Rethinking Atrous Convolution for Semantic Image Segmentation", arXiv 2017), with the semantics
+of the survey's ``_nostride_dilate`` (Vandenhende et al., TPAMI 2022, ``models/resnet_dilated.py``,
+after Zhou et al.'s ADE20K code): in a stage dilated by ``d``, the 3x3 convolution that carried
+the stride gets dilation ``d / 2`` and every other 3x3 convolution of the stage gets ``d``
+(torchvision's ``replace_stride_with_dilation`` instead keeps the whole first block at the
+previous dilation, which differs for basic blocks: ``stage3_block1_conv2`` 2 here, 1 there).
+Dilation changes no parameter count.
 
 Every strided or dilated convolution pads explicitly and symmetrically like PyTorch
 (``ZeroPadding2D`` then ``"valid"``), so weights converted from torchvision give the same outputs.
@@ -138,7 +142,8 @@ def build_resnet(
                 width * 2 ** (s - 1),
                 f"stage{s}_block{b}",
                 stride=stride if b == 1 else 1,
-                dilation=dilation if b == 1 else stage_dilation,
+                dilation=stage_dilation,
+                first_dilation=dilation if b == 1 else None,
             )
         dilation = stage_dilation
         pyramid[f"P{s + 1}"] = x

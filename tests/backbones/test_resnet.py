@@ -77,20 +77,51 @@ def test_imagenet_parameter_counts_for_every_output_stride(name, trainable, non_
         assert model.count_params() == trainable + non_trainable
 
 
-def test_dilation_follows_torchvision_replace_stride_with_dilation():
-    model = build_resnet(50, output_stride=8, width=4)
-    conv2 = {
-        layer.name.removesuffix("_conv2"): (layer.strides, layer.dilation_rate)
+def _dilations(model, suffix):
+    return {
+        layer.name.removesuffix(suffix): (layer.strides, layer.dilation_rate)
         for layer in model.layers
-        if layer.name.endswith("_conv2")
+        if layer.name.endswith(suffix)
     }
+
+
+def test_dilation_follows_the_survey_nostride_dilate_bottleneck():
+    # The survey's ``_nostride_dilate(m, d)``: a stride-2 3x3 conv becomes stride 1 with dilation
+    # d // 2; every other 3x3 conv of the stage gets dilation d (layer3 d = 2, layer4 d = 4).
+    model = build_resnet(50, output_stride=8, width=4)
+    conv2 = _dilations(model, "_conv2")
     assert conv2["stage2_block1"] == ((2, 2), (1, 1))  # v1.5: stride on the 3x3
-    assert conv2["stage3_block1"] == ((1, 1), (1, 1))  # first dilated block: previous dilation
+    assert conv2["stage3_block1"] == ((1, 1), (1, 1))  # the formerly strided 3x3: 2 // 2
     assert conv2["stage3_block2"] == ((1, 1), (2, 2))
-    assert conv2["stage4_block1"] == ((1, 1), (2, 2))
+    assert conv2["stage4_block1"] == ((1, 1), (2, 2))  # 4 // 2
     assert conv2["stage4_block3"] == ((1, 1), (4, 4))
     assert model.get_layer("stage4_block3_conv2_pad").padding == ((4, 4), (4, 4))
     assert model.get_layer("stage1_block1_shortcut_conv").strides == (1, 1)
+    # 1x1 convolutions are never dilated (the rule only touches 3x3 kernels)
+    assert {layer.dilation_rate for layer in model.layers if layer.name.endswith("_conv1")} == {
+        (1, 1)
+    }
+
+
+@pytest.mark.parametrize(
+    "output_stride, expected",
+    [
+        # {layer: (conv1 dilation, conv2 dilation)} of basic blocks under _nostride_dilate:
+        # conv1 carries the stride (d // 2 in the first block), conv2 always gets d
+        (8, {"stage3_block1": (1, 2), "stage3_block2": (2, 2), "stage4_block1": (2, 4),
+             "stage4_block2": (4, 4), "stage2_block1": (1, 1)}),
+        (16, {"stage3_block1": (1, 1), "stage4_block1": (1, 2), "stage4_block2": (2, 2)}),
+    ],
+)  # fmt: skip
+def test_dilation_rates_of_every_basic_block_layer(output_stride, expected):
+    model = build_resnet(18, output_stride=output_stride, width=4)
+    conv1, conv2 = _dilations(model, "_conv1"), _dilations(model, "_conv2")
+    for block, (d1, d2) in expected.items():
+        assert conv1[block][1] == (d1, d1), block
+        assert conv2[block][1] == (d2, d2), block
+    assert conv1["stage2_block1"][0] == (2, 2)
+    padding = model.get_layer("stage4_block1_conv2_pad").padding
+    assert padding == ((expected["stage4_block1"][1],) * 2,) * 2  # 3x3, pad = dilation
 
 
 def test_layer_names_and_batchnorm_settings():
