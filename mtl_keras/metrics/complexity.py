@@ -11,6 +11,9 @@ per op, computed from static shapes:
 - one FLOP per output element for bias adds, element-wise Add/Sub/Mul/RealDiv/Maximum/Minimum
   and Rsqrt (inference batch normalisation is about 2 per element), one per input element for
   max/average pooling and global means, and 5 per element for Softmax;
+- ``Einsum`` (attention and ``EinsumDense`` in keras-hub's transformers, which TensorFlow's
+  profiler has no statistic for) is counted here (`einsum_flops`): 2 FLOPs per product of a
+  two-operand contraction, 2·∏(size of every index), e.g. ``"ab,bc->ac"`` 2·a·b·c like MatMul;
 - **not counted** (no registered statistic): activations such as ReLU and sigmoid, resizing
   (``ResizeBilinear``/``ResizeNearestNeighbor``, so the upsampling in dense heads is free),
   casts, concatenation, padding, reshapes and gathers. Ops whose shapes are not static are also
@@ -104,7 +107,60 @@ def count_flops(
         )
     finally:
         tf_logger.setLevel(level)
-    return int(report.total_float_ops)
+    extra = sum(_op_einsum_flops(op) for op in graph.get_operations() if op.type == "Einsum")
+    return int(report.total_float_ops) + extra
+
+
+def einsum_flops(equation: str, shapes: Sequence[Sequence[int]]) -> int:
+    """FLOPs of ``einsum(equation, *operands)`` for operands of static ``shapes``.
+
+    Two operands: 2·∏(size of every index, ellipsis dimensions included), a multiply and an
+    add per term of the contraction (``"ab,bc->ac"``: 2·a·b·c, as MatMul). One operand: one add
+    per input element when indices are summed out, none for a pure transpose.
+
+    Example:
+        >>> einsum_flops("bqhd,bkhd->bhqk", [(1, 4, 2, 8), (1, 6, 2, 8)])  # 2·1·4·2·8·6
+        768
+    """
+    inputs, _, output = equation.replace(" ", "").partition("->")
+    operands = inputs.split(",")
+    if len(operands) != len(shapes) or len(operands) not in (1, 2):
+        raise ValueError(f"einsum {equation!r}: {len(shapes)} operand shapes given")
+    sizes: dict[str, int] = {}
+    ellipsis: list[int] = []
+    for labels, shape in zip(operands, shapes):
+        shape = [int(d) for d in shape]
+        explicit = labels.replace("...", "")
+        rest = len(shape) - len(explicit)
+        if "..." in labels:
+            before = labels.index("...")
+            dims = shape[before : before + rest]
+            shape = shape[:before] + shape[before + rest :]
+            width = max(len(dims), len(ellipsis))  # broadcast, aligned on the right
+            ellipsis = [
+                max(a, b)
+                for a, b in zip(
+                    [1] * (width - len(ellipsis)) + ellipsis, [1] * (width - len(dims)) + dims
+                )
+            ]
+        elif rest:
+            raise ValueError(f"einsum {equation!r}: operand {labels!r} has shape {shape}")
+        for label, size in zip(explicit, shape):
+            sizes[label] = max(sizes.get(label, 1), size)
+    total = int(np.prod(list(sizes.values()), dtype=np.int64)) * int(
+        np.prod(ellipsis, dtype=np.int64)
+    )
+    if len(operands) == 2:
+        return 2 * total
+    summed = set(operands[0].replace("...", "")) - set(output.replace("...", ""))
+    return total if summed else 0
+
+
+def _op_einsum_flops(op) -> int:
+    shapes = [tensor.shape for tensor in op.inputs]
+    if not all(shape.is_fully_defined() for shape in shapes):
+        return 0  # as the profiler, ops without static shapes are skipped
+    return einsum_flops(op.get_attr("equation").decode(), [shape.as_list() for shape in shapes])
 
 
 def count_macs(

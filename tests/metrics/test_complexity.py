@@ -2,6 +2,7 @@ import keras
 import pytest
 
 from mtl_keras.metrics import count_flops, count_macs, count_params
+from mtl_keras.metrics.complexity import einsum_flops
 
 L = keras.layers
 
@@ -29,6 +30,26 @@ def test_other_layers_and_nested_models():
     inputs = keras.Input((8, 8, 3))
     outer = keras.Model(inputs, L.Conv2D(2, 1, use_bias=False)(inner(inputs)))
     assert count_flops(outer, (8, 8, 3)) == 2 * 64 * 3 * 8 + 2 * 64 * 8 * 2
+
+
+def test_einsum_is_counted_like_the_matmul_it_computes():
+    """TensorFlow's profiler has no statistic for Einsum (keras-hub's attention and EinsumDense):
+    without ours a ViT's transformer layers would count next to nothing."""
+    dense = _model(L.EinsumDense("abc,cd->abd", output_shape=(None, 8)), (10, 16))
+    assert count_flops(dense, (10, 16)) == 2 * 10 * 16 * 8
+    matmul = _model(L.Dense(8, use_bias=False), (10, 16))
+    assert count_flops(dense, (10, 16)) == count_flops(matmul, (10, 16))
+    assert einsum_flops("bqhd,bkhd->bhqk", [(2, 4, 3, 8), (2, 6, 3, 8)]) == 2 * 2 * 4 * 3 * 8 * 6
+    assert einsum_flops("...ij,...jk->...ik", [(3, 1, 4, 5), (2, 5, 6)]) == 2 * 3 * 2 * 4 * 5 * 6
+    assert einsum_flops("abc->ac", [(2, 3, 4)]) == 24 and einsum_flops("abc->cba", [(2, 3, 4)]) == 0
+    inputs = keras.Input((10, 16))
+    attention = keras.Model(inputs, L.MultiHeadAttention(2, 4, use_bias=False)(inputs, inputs))
+    projections = 4 * 2 * 10 * 16 * 8  # query, key, value and output, each 2 * 10 * 16 * 8
+    products = 2 * (2 * 2 * 10 * 10 * 4)  # scores and the weighted sum of values
+    counted = count_flops(attention, (10, 16))
+    assert projections + products < counted < projections + products + 2000  # + softmax, scale
+    with pytest.raises(ValueError, match="operand"):
+        einsum_flops("ab,bc->ac", [(2, 3)])
 
 
 def test_resize_and_relu_are_not_counted():
