@@ -67,14 +67,15 @@ REFERENCE = "hard_sharing"
 
 #: Decoders narrowed to about PAD-Net's parameter count on this encoder (recipe fields).
 #: InvPT's three stages read P2-P4 (strides 4, 8, 16: P5 is at stride 16 too here); MLoRE works
-#: on P3's grid (8x8; the paper's stride 16 would be 4x4 at 64 px).
+#: on P3's grid (8x8; the paper's stride 16 would be 4x4 at 64 px), with the load-balancing loss
+#: at the weight of its NYUD-v2 configuration.
 SIZE: dict[str, dict] = {
     "padnet": {"head_kwargs": {"channels": 32}},
     "dpt": {"head_kwargs": {"features": 20}},
     "invpt": {
         "head_kwargs": {"embed_dim": 32, "prediction_channels": 16, "levels": ["P2", "P3", "P4"]}
     },
-    "mlore": {"head_kwargs": {"channels": 24, "grid_level": "P3"}},
+    "mlore": {"head_kwargs": {"channels": 24, "grid_level": "P3", "balance_weight": 5e-4}},
 }
 #: What a method needs to be the one its paper describes (recipe fields).
 SETTINGS: dict[str, dict] = {
