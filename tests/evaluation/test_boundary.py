@@ -4,9 +4,21 @@ import time
 
 import numpy as np
 import pytest
+from scipy import ndimage
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import maximum_bipartite_matching
+from scipy.spatial import cKDTree
 from skimage.morphology import thin as skimage_thin
 
-from mtl_keras.metrics.boundary import BoundaryFMeasure, boundary_f_measure, thin
+from mtl_keras.metrics.boundary import (
+    BoundaryFMeasure,
+    boundary_f_measure,
+    default_thresholds,
+    hed_thresholds,
+    image_counts,
+    thin,
+    tolerance_pixels,
+)
 
 
 def _line(size=64, col=30):
@@ -135,3 +147,94 @@ def test_shape_mismatch_is_an_error():
         boundary_f_measure([np.zeros((4, 4))], [np.zeros((4, 5))])
     with pytest.raises(ValueError, match="one prediction per label"):
         boundary_f_measure([np.zeros((4, 4))], [])
+
+
+def _soft_edge_map(height, width, seed):
+    """8-bit soft edges around random lines and a circle, with an ignored (255) corner."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros((height, width), np.uint8)
+    for _ in range(5):
+        label[
+            rng.integers(0, height), rng.integers(0, width // 2) : rng.integers(width // 2, width)
+        ] = 1
+        label[
+            rng.integers(0, height // 2) : rng.integers(height // 2, height), rng.integers(0, width)
+        ] = 1
+    rows, cols = np.ogrid[:height, :width]
+    label[np.abs(np.hypot(rows - height / 2, cols - width / 2) - height / 3) < 0.5] = 1
+    distance = ndimage.distance_transform_edt(label == 0)
+    soft = np.exp(-distance / 3.0) * rng.uniform(0.3, 1.0, (height, width))
+    soft = ndimage.gaussian_filter(soft + 0.3 * rng.random((height, width)), 1.0)
+    label[: height // 8, : width // 4] = 255
+    return np.floor(soft / soft.max() * 255) / 255, label
+
+
+def _counts_by_definition(prediction, label, thresholds, max_dist, apply_thinning=True):
+    """(cntR, sumR, cntP, sumP) per threshold, each threshold on its own: binarise, thin, pair
+    every predicted and true pixel within the tolerance (a KD-tree), and take the size of a
+    maximum matching (scipy's Hopcroft-Karp), which the minimum-cost assignment's counts equal."""
+    ignore = label == 255
+    truth = np.argwhere((label > 0.5) & ~ignore)
+    prediction = np.where(ignore, 0.0, prediction)
+    radius = tolerance_pixels(label.shape, max_dist)
+    counts = []
+    for t in thresholds:
+        edges = thin(prediction >= t) if apply_thinning else prediction >= t
+        points = np.argwhere(edges)
+        matched = 0
+        if len(points) and len(truth):
+            near = cKDTree(points).sparse_distance_matrix(
+                cKDTree(truth), radius + 1e-6, output_type="ndarray"
+            )
+            i, j = near["i"], near["j"]
+            keep = ((points[i] - truth[j]) ** 2).sum(axis=1) <= radius * radius
+            graph = csr_matrix(
+                (np.ones(keep.sum()), (i[keep], j[keep])), shape=(len(points), len(truth))
+            )
+            matched = int((maximum_bipartite_matching(graph, perm_type="column") >= 0).sum())
+        counts.append([matched, len(truth), matched, len(points)])
+    return np.array(counts, np.int64)
+
+
+# (seed, setting) -> (sum of cntR, sum of sumP) over the thresholds, from the implementation
+# before the per-image optimisations (KD-tree pairs per image, thinning from scratch per
+# threshold, flow from the predicted side), which the optimised one must reproduce exactly
+_PREVIOUS_TOTALS = {
+    (0, "survey"): (30895, 48150),
+    (0, "invpt"): (31850, 48184),
+    (0, "wide"): (40380, 48184),
+    (1, "survey"): (28695, 45522),
+    (1, "invpt"): (29463, 45556),
+    (1, "wide"): (36044, 45556),
+    (2, "survey"): (30554, 47799),
+    (2, "invpt"): (31634, 47833),
+    (2, "wide"): (41243, 47833),
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_counts_equal_the_definition_at_every_threshold(seed):
+    # survey: 99 thresholds, 0.0075 (1.2 px here); invpt: SEISM's 101, 0.011 (1.8 px); wide:
+    # 0.05 (8 px, the size of the matching graphs of 480x640 maps at 0.011)
+    prediction, label = _soft_edge_map(96, 128, seed)
+    settings = {
+        "survey": (default_thresholds(99), 0.0075),
+        "invpt": (hed_thresholds(), 0.011),
+        "wide": (hed_thresholds(), 0.05),
+    }
+    for name, (thresholds, max_dist) in settings.items():
+        counts = image_counts(prediction, label, thresholds, max_dist)
+        np.testing.assert_array_equal(
+            counts, _counts_by_definition(prediction, label, thresholds, max_dist), err_msg=name
+        )
+        assert (counts[:, 0].sum(), counts[:, 3].sum()) == _PREVIOUS_TOTALS[seed, name], name
+    # unthinned maps, and continuous values (no two thresholds with the same map)
+    thresholds, max_dist = hed_thresholds()[::4], 0.03
+    counts = image_counts(prediction, label, thresholds, max_dist, apply_thinning=False)
+    want = _counts_by_definition(prediction, label, thresholds, max_dist, apply_thinning=False)
+    np.testing.assert_array_equal(counts, want)
+    smooth = ndimage.gaussian_filter(prediction, 2.0)
+    np.testing.assert_array_equal(
+        image_counts(smooth, label, thresholds, max_dist),
+        _counts_by_definition(smooth, label, thresholds, max_dist),
+    )
