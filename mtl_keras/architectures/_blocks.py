@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 import keras
+import tensorflow as tf
 
 from mtl_keras import backbones
 from mtl_keras.architectures.base import ImageNormalization
@@ -30,6 +31,20 @@ STAGES = ("stem", "stage1", "stage2", "stage3", "stage4")
 
 
 # --- backbones -----------------------------------------------------------------------------------
+
+
+def replica_sum(x):
+    """Sum of ``x`` over the replicas in sync (the identity outside a multi-replica context).
+
+    A batch statistic that a network loss squares (a Gram matrix, an expert's importance) is
+    summed over the replicas before the loss is formed, so that each replica holds the global
+    batch's loss; the trainer takes each replica's share of it, and the all-reduce's gradient
+    (itself a sum over the replicas) gives each replica's inputs their one-device gradient.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return x
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
 
 
 def resolve_backbone(backbone: str | keras.Model, backbone_kwargs: Mapping | None) -> keras.Model:

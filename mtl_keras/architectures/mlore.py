@@ -79,6 +79,7 @@ from keras import ops
 
 from mtl_keras.architectures import _decoder_blocks as blocks
 from mtl_keras.architectures import _transformer_blocks as tblocks
+from mtl_keras.architectures._blocks import replica_sum
 from mtl_keras.architectures.base import mark_task_outputs
 from mtl_keras.architectures.hard_sharing import image_input
 from mtl_keras.heads.simple import ResizeLike
@@ -177,14 +178,6 @@ class StopGradient(keras.layers.Layer):
         return ops.stop_gradient(x)
 
 
-def _replica_sum(x):
-    """Sum of ``x`` over the replicas in sync (the identity outside a multi-replica context)."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return x
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
-
-
 class _PerThread:
     """Attributes of its ``local`` seen by one thread each (a fresh, empty one when copied)."""
 
@@ -275,7 +268,7 @@ class LoadBalance(keras.layers.Layer):
             g = ops.concatenate(g, axis=0)[:, :experts]
             count = ops.reshape(ops.cast(ops.shape(g)[0], "float32"), (1,))
             rows.append(ops.concatenate([ops.sum(g, axis=0), count], axis=0))
-        totals = _replica_sum(ops.stack(rows))  # (modules, E + 1), of the global batch
+        totals = replica_sum(ops.stack(rows))  # (modules, E + 1), of the global batch
         importance = ops.divide_no_nan(totals[:, :experts], totals[:, experts:])
         mean = ops.mean(importance, axis=1)
         variance = ops.sum(ops.square(importance - mean[:, None]), axis=1) / (experts - 1)

@@ -39,6 +39,7 @@ from mtl_keras.architectures._blocks import (
     ScaledWeight,
     column_pyramids,
     pyramid_heads,
+    replica_sum,
     require_single_branch,
     require_tasks,
     task_columns,
@@ -96,10 +97,11 @@ class SluiceUnit(keras.layers.Layer):
         penalty = 0.0
         for parts in groups:
             flat = [ops.reshape(p, (-1, p.shape[-1])) for p in parts]
-            n = ops.cast(ops.shape(flat[0])[0], flat[0].dtype)
+            # Gram matrices of the global batch, on every replica (``replica_sum``)
+            n = replica_sum(ops.cast(ops.shape(flat[0])[0], flat[0].dtype))
             for k in range(len(flat)):
                 for m in range(k + 1, len(flat)):
-                    gram = ops.matmul(ops.transpose(flat[k]), flat[m]) / n
+                    gram = replica_sum(ops.matmul(ops.transpose(flat[k]), flat[m])) / n
                     penalty = penalty + ops.sum(ops.square(gram))
         return penalty
 

@@ -9,7 +9,8 @@ class Subgraph(keras.Function):
     """A part of a functional network as a graph function: from any of its tensors to others.
 
     Unlike a ``keras.Model`` built on inner tensors, it adds no node to the network's layers, so
-    the network still saves. ``losses()`` are those its layers added in the latest call.
+    the network still saves. The losses its layers add are collected by the caller
+    (`mtl_keras.training.gradient_paths.base.network_losses`).
 
     Example:
         >>> inputs = keras.Input((4,))
@@ -33,6 +34,3 @@ class Subgraph(keras.Function):
 
     def __call__(self, inputs, training=None):
         return self.call(inputs, training=training)
-
-    def losses(self) -> list:
-        return [loss for op in self.operations for loss in getattr(op, "losses", [])]

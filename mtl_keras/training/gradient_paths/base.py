@@ -12,13 +12,40 @@ network's sharing. A step asks it for two things, in Keras's order:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
+import keras
 import tensorflow as tf
 
 from mtl_keras.training import replicas
 from mtl_keras.training.objective import Losses, Objective
 from mtl_keras.training.subgraph import Subgraph
+
+
+@contextlib.contextmanager
+def network_losses(network: keras.Model, regularized=None):
+    """Collects the ``add_loss`` values of the forward passes run in the block, in this thread.
+
+    Yields the list they are appended to; when the block ends, the weight regularisers' terms of
+    ``regularized`` (default: every trainable weight of ``network``) are appended too, as
+    ``network.losses`` would give them. Keras keeps a layer's ``add_loss`` values in one list
+    per layer, shared by every thread, and ``MirroredStrategy`` runs each replica's step in a
+    thread of its own: read from ``network.losses``, a replica can see the other replica's
+    losses as well as its own (the sluice networks' orthogonality penalty came out doubled on
+    two replicas, and the weights left one device's after two steps). Inside a
+    ``keras.StatelessScope(collect_losses=True)``, which is per thread, each replica collects
+    only its own. The scope also holds back variable updates (batch-norm statistics, random
+    states); they are applied when the block ends, as the layers would have applied them.
+    """
+    with keras.StatelessScope(collect_losses=True) as scope:
+        yield scope.losses
+    for variable in network.variables:
+        value = scope.get_current_value(variable)
+        if value is not None:
+            variable.assign(value)
+    weights = network.trainable_weights if regularized is None else regularized
+    scope.losses.extend(w.regularizer(w) for w in weights if w.regularizer is not None)
 
 
 @dataclasses.dataclass
@@ -106,10 +133,13 @@ class GradientPath:
 
     def run(self, x, training: bool = True):
         """``(outputs, representation or None, taps, network losses)`` of one forward pass."""
-        if self._forward is None:
-            return self.network(x, training=training), None, {}, self.network.losses
-        out = self._forward(x, training=training)
-        return out["outputs"], out.get("rep"), out["taps"], self._forward.losses()
+        with network_losses(self.network) as losses:
+            if self._forward is None:
+                outputs, rep, taps = self.network(x, training=training), None, {}
+            else:
+                out = self._forward(x, training=training)
+                outputs, rep, taps = out["outputs"], out.get("rep"), out["taps"]
+        return outputs, rep, taps, list(losses)
 
     def losses(self, x, y, outputs, taps, network_losses, step):
         """The objective's losses, the global ones, and this replica's shares (in the tapes)."""

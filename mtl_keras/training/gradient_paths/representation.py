@@ -27,6 +27,7 @@ from mtl_keras.training.gradient_paths.base import (
     combine,
     finite_input,
     flat_rows,
+    network_losses,
     poison_unless,
 )
 from mtl_keras.training.subgraph import Subgraph
@@ -47,19 +48,23 @@ class RepresentationPath(GradientPath):
         # a graph function, not a Model: a Model whose inputs are inner tensors of the network
         # adds nodes to the network's layers, and the network could no longer be saved
         self._heads = Subgraph([*tf.nest.flatten(network.input), *reps], network.output)
+        encoder = {id(w) for w in self._encoder.trainable_weights}
+        self._head_weights = [w for w in network.trainable_weights if id(w) not in encoder]
 
     def forward(self, x, y, step) -> Record:
         encoder_extra = None
         with tf.GradientTape() as encoder_tape:
-            rep = list(tf.nest.flatten(self._encoder(x, training=True)))
-            own = [tf.cast(v, tf.float32) for v in self._encoder.losses]
+            with network_losses(self.network, self._encoder.trainable_weights) as encoder_losses:
+                rep = list(tf.nest.flatten(self._encoder(x, training=True)))
+            own = [tf.cast(v, tf.float32) for v in encoder_losses]
             if own:  # the encoder's own losses (add_loss, regularisers)
                 encoder_extra = replicas.share(tf.add_n(own))
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(rep)
-            outputs = self._heads([*tf.nest.flatten(x), *rep], training=True)
+            with network_losses(self.network, self._head_weights) as head_losses:
+                outputs = self._heads([*tf.nest.flatten(x), *rep], training=True)
             losses, global_losses, shares, extra = self.losses(
-                x, y, outputs, {}, self._heads.losses(), step
+                x, y, outputs, {}, list(head_losses), step
             )
         tapes = (tape, encoder_tape)
         return Record(
