@@ -150,19 +150,17 @@ def test_wrong_options_are_explained():
 
 
 @pytest.mark.large
-@pytest.mark.parametrize("arch", ["invpt", "mlore"])  # DPT's task decoders do not interact
+@pytest.mark.parametrize("arch", ["invpt"])  # DPT's task decoders do not interact
 def test_two_replicas_step_equals_one_device(arch):
+    """(MLoRE's, with its load-balancing loss, is in test_mlore_balance.py.)"""
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("needs 2 logical CPUs (tests/conftest.py)")
     x, y = _batch(n=4)
     ds = tf.data.Dataset.from_tensors((x, y))
 
-    # two levels keep MLoRE's graph (traced per replica) small
-    decoder = {**DECODER[arch], "levels": ("P4", "P5")} if arch == "mlore" else DECODER[arch]
-
     def one_step(strategy):
         with strategy.scope():
-            net = _build(arch, head_kwargs=decoder)
+            net = _build(arch, head_kwargs=DECODER[arch])
             model = MultiTaskModel(net, list(_specs().values()), balancer="fixed")
             model.compile(optimizer=keras.optimizers.SGD(0.05))
         model.fit(ds, epochs=1, verbose=0, shuffle=False)
