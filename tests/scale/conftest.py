@@ -124,9 +124,9 @@ def two_replicas_run(root, overrides=()) -> tuple[dict[str, np.ndarray], dict]:
     Worker processes are compared with this run, not with the one-device run, because the two
     differ by more than float rounding after a few steps, on some CPUs. Splitting the batch over
     two replicas changes how the convolutions round (about 1e-7 after each of the first three
-    steps). On the Xeon (AVX-512, AMX) this was measured on, that is enough to flip a
-    non-differentiable point of the network (a ReLU or max-pool near-tie) at step 4, and the
-    weights then differ by 1e-4. Two worker processes end within 1.2e-7 of this run (GradVac and
+    steps). On the Xeon (AVX-512, AMX) this was measured on, the weights then jump to 1e-4 apart
+    at step 4 with the losses still equal to 1e-7: most likely a ReLU or max-pool input near its
+    kink crossed it. Two worker processes end within 1.2e-7 of this run (GradVac and
     uncertainty). That one device and two replicas take the same step is checked step by step,
     in process, by tests/training/test_balancers_fit.py and tests/training/test_model.py.
     """
