@@ -173,33 +173,6 @@ def _protocol_dataset(recipe, protocol: str) -> str:
     return name
 
 
-def _protocol_baselines(recipe, specs, protocol) -> dict[str, float] | None:
-    """The single-task results of ``recipe.baselines``, checked for the primary metric of every
-    task under ``protocol`` (a `ResolvedProtocol`); None without baselines."""
-    from mtl_keras.metrics import load_baselines
-
-    if not recipe.baselines:
-        return None
-    values = load_baselines(recipe.baselines)
-    for spec in specs.values():
-        key = spec.metric_id(spec.evaluation_primary(protocol)[0])
-        if key not in values:
-            raise ValueError(
-                f"recipe {recipe.name!r}: baselines={recipe.baselines!r} has no {key!r}, the "
-                f"metric of task {spec.name!r} that Δ_MTL compares under protocol "
-                f"{protocol.name!r} (found: {sorted(values)}); evaluate the single-task runs "
-                f"with mtl-keras evaluate --protocol {protocol.name} and pass their "
-                "protocol.json as --baselines, or drop --baselines"
-            )
-        if values[key] == 0.0:
-            raise ValueError(
-                f"recipe {recipe.name!r}: baselines={recipe.baselines!r} gives {key!r} (task "
-                f"{spec.name!r}) as 0, so Δ_MTL's relative change is undefined; check that "
-                "task's single-task result file"
-            )
-    return values
-
-
 def _original_examples(recipe, dataset: str, tasks, count: int | None):
     """The validation examples ``{"id", "image", task: label}`` at their original resolution,
     unbatched: those ``evaluate`` scores at the recipe's ``image_size`` (the first
@@ -226,12 +199,12 @@ def _evaluate_protocol(args, recipe) -> int:
     trivial baseline under the same protocol; writes ``protocol.json``."""
     from mtl_keras.evaluation import protocol
     from mtl_keras.training.building import task_specs
-    from mtl_keras.training.reports import format_table
+    from mtl_keras.training.reports import format_table, read_baselines
 
     dataset = _protocol_dataset(recipe, args.protocol)
     resolved = protocol.get_protocol(args.protocol, dataset)
     # before the weights load: a baselines file without a task's metric fails first
-    base = _protocol_baselines(recipe, task_specs(recipe), resolved)
+    base = read_baselines(recipe, task_specs(recipe), resolved)
     model, bundle, specs = _load_trained(recipe, args.weights)
     limits = [n for n in (recipe.val_examples, args.max_examples) if n is not None]
     count = min(limits) if limits else None

@@ -54,10 +54,14 @@ def evaluate_model(model: MultiTaskModel, val: tf.data.Dataset) -> dict:
     return {k: float(np.mean(v)) for k, v in logs.items()}
 
 
-def read_baselines(recipe: Recipe, specs: dict[str, TaskSpec]) -> dict[str, float] | None:
+def read_baselines(
+    recipe: Recipe, specs: dict[str, TaskSpec], protocol=None
+) -> dict[str, float] | None:
     """The single-task results ``recipe.baselines`` names, checked for Δ_MTL before a run trains.
 
-    Returns ``None`` when the recipe names no baselines.
+    Returns ``None`` when the recipe names no baselines. With ``protocol`` (a resolved evaluation
+    protocol, `mtl_keras.evaluation.protocol.get_protocol`) each task's primary metric is the
+    protocol's (``TaskSpec.evaluation_primary``).
 
     Raises:
         FileNotFoundError: a named file or folder does not exist.
@@ -68,12 +72,24 @@ def read_baselines(recipe: Recipe, specs: dict[str, TaskSpec]) -> dict[str, floa
         return None
     values = load_baselines(recipe.baselines)
     for spec in specs.values():
-        key = spec.metric_id(spec.primary_metric)
+        if protocol is None:
+            key = spec.metric_id(spec.primary_metric)
+            compared, fix = (
+                "",
+                ("add that task's single-task results.json to baselines, or set baselines=null"),
+            )
+        else:
+            key = spec.metric_id(spec.evaluation_primary(protocol)[0])
+            compared = f" under protocol {protocol.name!r}"
+            fix = (
+                f"evaluate the single-task runs with mtl-keras evaluate --protocol "
+                f"{protocol.name} and pass their protocol.json as --baselines, or drop --baselines"
+            )
         if key not in values:
             raise ValueError(
                 f"recipe {recipe.name!r}: baselines={recipe.baselines!r} has no {key!r}, the "
-                f"metric of task {spec.name!r} that Δ_MTL compares (found: {sorted(values)}); "
-                "add that task's single-task results.json to baselines, or set baselines=null"
+                f"metric of task {spec.name!r} that Δ_MTL compares{compared} (found: "
+                f"{sorted(values)}); {fix}"
             )
         if values[key] == 0.0:
             raise ValueError(
