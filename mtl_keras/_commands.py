@@ -32,7 +32,8 @@ def _load_trained(recipe, weights: str | None):
     bundle = load_data(recipe)
     specs = task_specs(recipe, bundle.task_options)
     with precision_policy(recipe.precision):  # the layers' dtypes (and optimizer) of training
-        model = build_model(recipe, specs, steps=1)
+        # the trained weights replace every pretrained one: those are not loaded first
+        model = build_model(recipe, specs, steps=1, backbone_weights=False)
     load_weights_file(model, path)
     return model, bundle, specs
 
@@ -281,6 +282,7 @@ def cmd_summary(args) -> int:
             recipe,
             task_specs(recipe, synthetic_task_options()),
             auxiliary_specs(recipe, synthetic_task_options()),
+            backbone_weights=False,  # counts only
         )
     elif args.arch:
         tasks = tuple(t for t in (args.tasks or "semseg,depth").split(",") if t)
@@ -295,6 +297,7 @@ def cmd_summary(args) -> int:
             recipe,
             task_specs(recipe, synthetic_task_options()),
             auxiliary_specs(recipe, synthetic_task_options()),
+            backbone_weights=False,  # counts only
         )
     else:
         model = backbones.get(args.backbone)
