@@ -29,6 +29,13 @@ class COSMOS(LossBalancer):
     it to the network, so that one network covers the Pareto front; that conditioning is part of
     the network, and this balancer scalarises the losses for the one preference it is given.
 
+    The cosine reward is measured on the raw losses, so a uniform preference asks for equal
+    losses. When the losses differ in scale, the weights of the small ones turn negative: the
+    method trains those losses upward, toward the ray. For example, at ``L = (0.52, 0.70, 0.19,
+    0.05)`` (cross-entropy, L1 depth, normals, edges of a dense four-task network),
+    ``r = 1/4`` and ``penalty = 2``, ``w = (0.19, 0.56, -0.48, -0.77)``. Normalise the losses or
+    choose the preference for their scales before using the cosine term on such tasks.
+
     The objective returned is the gradient-equivalent ``sum_i w_i L_i``, with ``w`` computed from
     the all-reduced losses and held constant, so the replicas' gradients sum to the gradient of
     the global batch's objective.

@@ -36,3 +36,11 @@ class TestCOSMOS(Method):
             balancing.get("cosmos", penalty=-0.1)
         with pytest.raises(ValueError, match="positive and finite.*bad: \\['a'\\]"):
             set_up("cosmos", preference=[float("nan"), 1.0])
+
+    def test_losses_below_the_ray_get_negative_weights(self):
+        # A uniform preference asks for equal losses: the small ones are trained upward.
+        b = set_up("cosmos", tasks="abcd")
+        losses = tf.constant([0.52, 0.70, 0.19, 0.05])
+        w = b.combine(losses, losses, STEP)[1].numpy()
+        assert w[0] > 0 and w[1] > 0 and w[2] < 0 and w[3] < 0
+        assert w[3] < w[2]  # the further below the ray, the stronger the push
