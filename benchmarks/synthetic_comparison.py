@@ -396,15 +396,22 @@ def train_all(runs: list[Run], results: str, study_fields: dict) -> dict:
 
 def describe(args, runs: list[Run]) -> str:
     """The page's setup paragraph."""
+    from mtl_keras.training import building
+
     size = settings(args)
     h, w = size["image_size"]
     recipe = runs[0].recipe
+    several = sorted({r.recipe.balancer for r in runs if building.batches_per_step(r.recipe) > 1})
     narrowed = "; ".join(f"{k}: {json.dumps(v)}" for k, v in {**SIZE, **SETTINGS}.items())
     return (
         f"Tasks {', '.join(args.tasks)}; {size['train_examples']} training and "
         f"{size['val_examples']} validation scenes at {h}x{w}; {size['epochs']} "
         f"epoch{'s' * (size['epochs'] != 1)} of batch {recipe.batch_size} (Adam, lr "
-        f"{recipe.learning_rate:g}, weight decay {recipe.weight_decay:g}, poly schedule). Every "
+        f"{recipe.learning_rate:g}, weight decay {recipe.weight_decay:g}, poly schedule), so "
+        f"every run makes {size['epochs'] * (size['train_examples'] // recipe.batch_size)} "
+        f"updates; a balancer that takes k mini-batches a step ({', '.join(several) or 'none'}) "
+        "reads the scenes k times for them, as LibMTL's trainer and the Auto-Lambda code do. "
+        "Every "
         f"run: backbone {recipe.backbone} ({json.dumps(size['backbone_kwargs'])}), "
         f"{recipe.head} heads, equal loss weights unless a balancer is named, the seed seeding "
         "initialisation, data order and stochastic balancers (the scenes are the same for "

@@ -250,7 +250,18 @@ def build_model(
 
 
 def steps_per_epoch(recipe: Recipe, train_ds: tf.data.Dataset) -> int:
-    """The recipe's ``steps_per_epoch``, else the number of batches in one pass of the data."""
+    """The recipe's ``steps_per_epoch``, else one step per mini-batch of ``batch_size`` in one
+    pass of the data, whatever the balancer.
+
+    ``train_ds`` is :func:`load_data`'s training data: one pass of batches of ``k x batch_size``
+    examples, ``k`` = :func:`batches_per_step`. A method that takes ``k`` mini-batches a step
+    still makes as many updates an epoch as equal weights does (``k`` times the pass's batches:
+    its epoch reads the data ``k`` times from the endless training stream), as in LibMTL's trainer
+    (``len(train_loader)`` iterations, each drawing three batches for MoDo and SDMGrad) and the
+    Auto-Lambda authors' code (``len(train_loader)`` iterations, the held-out batch from a second
+    loader). Counting the pass's ``k x batch_size`` batches instead would give such a method
+    ``1/k`` of the updates in a study of fixed epochs.
+    """
     if recipe.steps_per_epoch:
         return int(recipe.steps_per_epoch)
     steps = int(train_ds.cardinality())
@@ -266,4 +277,4 @@ def steps_per_epoch(recipe: Recipe, train_ds: tf.data.Dataset) -> int:
             f"{batches_per_step(recipe)} x batch_size={recipe.batch_size} examples (mini-batches "
             "per step x batch_size); lower batch_size or add examples"
         )
-    return steps
+    return steps * batches_per_step(recipe)

@@ -139,12 +139,15 @@ def test_a_recipes_training_batches_hold_the_balancers_mini_batches():
     assert building.batches_per_step(recipe) == 3
     assert bundle.train.element_spec[0].shape[0] == 6 and bundle.train_split.batch_size == 6
     assert bundle.val.element_spec[0].shape[0] in (2, None)
-    assert building.steps_per_epoch(recipe, bundle.train) == 2
-    plain = building.load_data(dataclasses.replace(recipe, balancer="mgda"))
-    two = building.batches_per_step(
-        dataclasses.replace(recipe, balancer="modo", balancer_kwargs={"batches": 2})
-    )
-    assert building.steps_per_epoch(recipe, plain.train) == 6 and two == 2
+    # as many updates an epoch as a one-batch method: the epoch reads the data three times
+    assert int(bundle.train.cardinality()) == 2
+    assert building.steps_per_epoch(recipe, bundle.train) == 6
+    mgda = dataclasses.replace(recipe, balancer="mgda")
+    plain = building.load_data(mgda)
+    assert building.steps_per_epoch(mgda, plain.train) == 6
+    two = dataclasses.replace(recipe, balancer="modo", balancer_kwargs={"batches": 2})
+    assert building.batches_per_step(two) == 2
+    assert building.steps_per_epoch(two, building.load_data(two).train) == 6
 
 
 def test_only_the_multi_batch_path_takes_several_mini_batches():
