@@ -19,9 +19,10 @@ class CRMOGM(MGDA):
     with that batch's gradients, which biases stochastic MGDA; averaging them over steps reduces
     the correlation, and the paper proves convergence for it.
 
-    Defaults: ``momentum`` (alpha) ``= 0.9``, a constant (the paper analyses a schedule of
-    ``alpha_k`` growing towards 1; TorchJD's ``CRMOGMWeighting`` defaults to 0.1);
-    ``lambda_0 = 1/T`` (times T with ``scale="tasks"``), as TorchJD; MGDA's own defaults
+    Defaults: ``momentum`` (alpha) ``= 0.9``, a constant, as TorchJD's ``CRMOGMWeighting`` (the
+    paper analyses a schedule of ``alpha_k`` growing towards 1); ``lambda_0 = 1/T`` (times T with
+    ``scale="tasks"``), as TorchJD's first version (later ones start from ``lambda_hat_1``; the
+    difference fades within a few tens of steps at 0.9); MGDA's own defaults
     (``normalization="none"``, ``max_iter = 250``, ``tol = 1e-5``, ``scale="one"``). The
     averaged weights are a non-trainable variable (saved, equal on every replica). With
     ``momentum = 0`` this is MGDA.
