@@ -24,7 +24,7 @@ from mtl_keras.training import building
 from mtl_keras.training.adversarial import AdversarialMultiTaskModel, reversal_schedule
 from mtl_keras.training.precision import precision_policy
 from mtl_keras.training.recipe import Recipe
-from tests.architectures.tiny import TINY, raw_images, tiny_architecture
+from tests.architectures.tiny import TASKS, TINY, raw_images, tiny_architecture
 from tests.utils import tiny_arrays, tiny_network, tiny_specs, two_replicas
 
 
@@ -52,6 +52,34 @@ def test_task_passes_share_every_encoder_and_decoder_weight():
         "semseg",
         "depth",
     }
+
+
+def test_batch_norm_has_one_copy_per_task_starting_from_the_backbones_weights():
+    from mtl_keras import backbones
+
+    keras.utils.set_random_seed(0)
+    bb = backbones.get(TINY["backbone"], **TINY["backbone_kwargs"])
+    shared = bb.get_layer("stage2_block1_bn1")
+    pretrained = np.random.default_rng(0).uniform(0.5, 2.0, shared.moving_variance.shape)
+    pretrained = pretrained.astype("float32")
+    shared.moving_variance.assign(pretrained)
+    kwargs = {k: v for k, v in TINY.items() if k not in ("backbone", "backbone_kwargs")}
+    network = build_astmt(TASKS, backbone=bb, **kwargs)
+    names = {layer.name for layer in network.layers}
+    assert "stage2_block1_bn1" not in names and "stem_bn" not in names
+    for task in TASKS:
+        copy = network.get_layer(f"{task}_stage2_block1_bn1")
+        np.testing.assert_array_equal(copy.moving_variance.numpy(), pretrained)
+    decoder_norms = [n for n in names if n.startswith("semseg_decoder") and "bn" in n]
+    assert decoder_norms, "the decoder's batch norms are per task too"
+    # each pass normalises, and updates the statistics, with its own task's copy
+    network(raw_images(), training=True)
+    last = [n for n in names if n.startswith("semseg_stage4_") and n.endswith("bn2")][-1]
+    a = network.get_layer(last).moving_mean.numpy()
+    b = network.get_layer(last.replace("semseg_", "depth_", 1)).moving_mean.numpy()
+    assert not np.allclose(a, b)
+    one = build_astmt(TASKS, backbone=bb, task_norm=False, **kwargs).get_layer("stage2_block1_bn1")
+    assert len([n for n in one._inbound_nodes if n.operation is one]) >= 2  # one call per task
 
 
 def test_single_task_path_equals_the_full_model():
