@@ -104,7 +104,8 @@ class ExpertRouter(keras.layers.Layer):
 
     Global average pooling, ``Dense(hidden, gelu)``, ``Dense(num_experts + 1)``; the experts'
     logits outside the top ``k`` are dropped (-inf) before the softmax (the paper's
-    "pre-softmax" variant); the last logit, through a sigmoid, weights the task-specific path.
+    "pre-softmax" variant); the last output weights the task-specific path as it is, unbounded:
+    the released code multiplies that path by the router's last channel directly.
 
     Returns:
         ``(B, 1, 1, num_experts + 1)``: the expert weights (summing to 1) and the path weight.
@@ -128,7 +129,7 @@ class ExpertRouter(keras.layers.Layer):
         experts, path = logits[:, : self.num_experts], logits[:, self.num_experts :]
         kth = ops.top_k(experts, self.top_k, sorted=True)[0][:, -1:]
         experts = ops.where(experts >= kth, experts, ops.full_like(experts, -1e4))
-        weights = ops.concatenate([ops.softmax(experts, axis=-1), ops.sigmoid(path)], axis=-1)
+        weights = ops.concatenate([ops.softmax(experts, axis=-1), path], axis=-1)
         return ops.reshape(weights, (-1, 1, 1, self.num_experts + 1))
 
     def compute_output_shape(self, input_shape):

@@ -193,3 +193,20 @@ def test_one_mixed_float16_step(arch):
 
 def test_network_records_its_tasks(trained):
     assert sorted(task_specs_of(trained.net)) == sorted(TASKS)
+
+
+def test_mlore_router_top_k_softmax_and_an_unbounded_path_weight():
+    from mtl_keras.architectures.mlore import ExpertRouter
+
+    router = ExpertRouter(num_experts=5, top_k=2, hidden=8)
+    x = np.random.default_rng(0).normal(size=(3, 4, 4, 6)).astype("float32")
+    w = np.asarray(router(x))[:, 0, 0]
+    logits = np.asarray(router.fc2(router.fc1(x.mean(axis=(1, 2)))))
+    experts = w[:, :5]
+    np.testing.assert_allclose(experts.sum(-1), 1.0, rtol=1e-6)
+    assert ((experts > 0).sum(-1) == 2).all()  # the top 2 only
+    for row, e in zip(logits[:, :5], experts):
+        top = np.argsort(row)[-2:]
+        np.testing.assert_allclose(e[top], np.exp(row[top]) / np.exp(row[top]).sum(), rtol=1e-5)
+    # the specific path's weight is the router's last output itself, as in the released code
+    np.testing.assert_allclose(w[:, 5], logits[:, 5], rtol=1e-6)
